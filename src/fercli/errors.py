@@ -1,0 +1,18 @@
+"""The one domain exception of fercli; the CLI edge maps it to an exit code and a one-line message."""
+
+from __future__ import annotations
+
+# Exit codes (documented in docs/exit-codes.md). 2 is click's own code for a bad option or argument.
+BAD_INPUT = 1  # a data file, checkpoint or value that cannot be used
+USAGE = 2  # options that do not fit together
+NOT_FOUND = 3  # a file, run or model that does not exist
+IO_ERROR = 4  # the output could not be written (disk full, read-only folder)
+INTERRUPTED = 130  # Ctrl-C; training saved `last` first
+
+
+class FerError(Exception):
+    """An error the user can act on: `str(err)` is the whole message, `code` the exit status."""
+
+    def __init__(self, message: str, code: int = BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code

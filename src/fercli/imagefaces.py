@@ -1,0 +1,124 @@
+"""Faces from image files, folders and zip archives, laid out `<split>/<emotion>/<file>` or `<emotion>/<file>`.
+
+Every image becomes 48x48 grayscale the same way: EXIF orientation applied, converted to 8-bit luma
+(ITU-R 601-2, Pillow's "L"), centre-cropped to a square, then resized to 48x48 with Pillow's
+antialiased bilinear filter. A 48x48 grayscale input passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS, UNLABELED, USAGE_TO_SPLIT
+from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs: far above any face photo
+MAX_IMAGE_BYTES = 64 << 20
+
+
+@dataclass
+class ImageEntry:
+    path: str  # the member name inside a zip, or the path relative to the folder
+    label: int
+    split: int  # -1 when the layout names no split
+
+
+def _layout(rel: str) -> tuple[int, int]:
+    """(label, split) read off a relative path: .../<split>/<emotion>/<file> or .../<emotion>/<file>."""
+    parts = [p.lower() for p in PurePosixPath(rel).parts]
+    label, split = UNLABELED, -1
+    if len(parts) >= 2 and parts[-2] in CLASSES:
+        label = CLASSES.index(parts[-2])
+        if len(parts) >= 3 and parts[-3] in USAGE_TO_SPLIT:
+            split = SPLITS.index(USAGE_TO_SPLIT[parts[-3]])
+    elif len(parts) >= 2 and parts[-2] in USAGE_TO_SPLIT:
+        split = SPLITS.index(USAGE_TO_SPLIT[parts[-2]])
+    return label, split
+
+
+def _wanted(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    hidden = any(part.startswith(".") or part == "__MACOSX" for part in p.parts)
+    return not hidden and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_face(data: bytes, where: str) -> np.ndarray:
+    """Bytes of any image file -> uint8 [48,48]; a clear error naming `where` if it cannot be used."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise FerError(f"{where}: image file too large ({len(data)} bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise FerError(f"{where}: image declares {w}x{h} pixels, refusing to decode it")
+            if img.format == "JPEG":
+                img.draft("L", (IMAGE_SIZE, IMAGE_SIZE))  # DCT-domain downscale: much faster on big JPEGs
+            img = ImageOps.exif_transpose(img).convert("L")
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+                img = ImageOps.fit(img, (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except FerError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise FerError(f"{where}: cannot decode image ({e})") from e
+
+
+class ImageFaces:
+    """All images of a folder, a zip archive or a single image file, in sorted path order."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        if not os.path.exists(path):
+            raise FerError(f"{path}: no such file or folder", NOT_FOUND)
+        if os.path.isdir(path):
+            names = []
+            for root, _, files in os.walk(path):
+                for f in files:
+                    rel = os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
+                    if _wanted(rel):
+                        names.append(rel)
+        elif zipfile.is_zipfile(path):
+            try:
+                self._zip = zipfile.ZipFile(path)
+                names = [n for n in self._zip.namelist() if not n.endswith("/") and _wanted(n)]
+            except (zipfile.BadZipFile, OSError) as e:
+                raise FerError(f"{path}: corrupt zip archive ({e})") from e
+        else:
+            names = [""]  # a single image file
+        self.entries = [ImageEntry(n, *_layout(n)) for n in sorted(names)]
+        if not self.entries:
+            raise FerError(f"{path}: no image files found", BAD_INPUT)
+
+    def read_bytes(self, entry: ImageEntry) -> tuple[bytes, str]:
+        if self._zip is not None:
+            where = f"{self.path} member {entry.path}"
+            try:
+                return self._zip.read(entry.path), where
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+                raise FerError(f"{where}: corrupt zip member ({e})") from e
+        full = os.path.join(self.path, entry.path) if entry.path else self.path
+        with open(full, "rb") as f:
+            return f.read(MAX_IMAGE_BYTES + 1), full
+
+    def display_name(self, entry: ImageEntry) -> str:
+        """What predict prints as the id: the member path inside a zip, else a path on disk."""
+        if self._zip is not None:
+            return entry.path
+        return os.path.join(self.path, entry.path) if entry.path else self.path
+
+    def __iter__(self) -> Iterator[tuple[ImageEntry, np.ndarray]]:
+        for entry in self.entries:
+            data, where = self.read_bytes(entry)
+            yield entry, decode_face(data, where)
+

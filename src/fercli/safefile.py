@@ -1,0 +1,97 @@
+"""Reading safetensors files defensively: header validated before any tensor is touched.
+
+Format (https://github.com/huggingface/safetensors): 8-byte little-endian header length N, N bytes of
+JSON {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the raw tensor bytes.
+Nothing in it can run code; we still check every size and offset so that a damaged or hostile file
+gives a one-line error rather than a crash deep inside numpy or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any
+
+import numpy as np
+
+from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
+
+MAX_HEADER_BYTES = 100 << 20
+DTYPES = {
+    "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
+    "F16": np.float16, "F32": np.float32, "F64": np.float64, "BOOL": np.bool_,
+    "BF16": None,  # no numpy dtype; torch reads these
+}  # fmt: skip
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str], int]:
+    """Return (tensor entries, metadata, offset of the data region), or raise FerError."""
+    path = str(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise FerError(f"{path}: not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(MAX_HEADER_BYTES, size - 8):
+                raise FerError(f"{path}: not a safetensors file (bad header length)")
+            raw = f.read(n)
+    except FileNotFoundError as e:
+        raise FerError(f"{path}: no such file", NOT_FOUND) from e
+    except IsADirectoryError as e:
+        raise FerError(f"{path}: is a folder, expected a .safetensors file", BAD_INPUT) from e
+    except OSError as e:
+        raise FerError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FerError(f"{path}: not a safetensors file (header is not JSON)") from e
+    if not isinstance(header, dict):
+        raise FerError(f"{path}: not a safetensors file (header is not an object)")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FerError(f"{path}: malformed safetensors metadata")
+    data_len = size - 8 - n
+    for name, e in header.items():
+        ok = (
+            isinstance(e, dict)
+            and e.get("dtype") in DTYPES
+            and isinstance(e.get("shape"), list)
+            and all(isinstance(d, int) and d >= 0 for d in e["shape"])
+            and isinstance(e.get("data_offsets"), list)
+            and len(e["data_offsets"]) == 2
+            and all(isinstance(o, int) for o in e["data_offsets"])
+        )
+        if ok:
+            lo, hi = e["data_offsets"]
+            itemsize = 2 if e["dtype"] == "BF16" else np.dtype(DTYPES[e["dtype"]]).itemsize
+            ok = 0 <= lo <= hi <= data_len and hi - lo == itemsize * int(np.prod(e["shape"], dtype=np.int64))
+        if not ok:
+            raise FerError(f"{path}: damaged safetensors entry '{str(name)[:40]}'")
+    return header, meta, 8 + n
+
+
+def read_meta_json(path: str | os.PathLike, key: str, kind: str) -> tuple[dict[str, Any], dict, int]:
+    """Header plus our JSON metadata under `key`; a clear error when the file is not one of ours."""
+    header, meta, offset = read_header(path)
+    if key not in meta:
+        raise FerError(f"{path}: a safetensors file, but not a fercli {kind} (no '{key}' metadata)")
+    try:
+        info = json.loads(meta[key])
+    except json.JSONDecodeError as e:
+        raise FerError(f"{path}: malformed fercli metadata") from e
+    if not isinstance(info, dict):
+        raise FerError(f"{path}: malformed fercli metadata")
+    return header, info, offset
+
+
+def memmap_tensor(path: str | os.PathLike, header: dict, offset: int, name: str) -> np.ndarray:
+    """A read-only numpy view of one tensor, straight from the page cache (no parse, no copy)."""
+    e = header[name]
+    lo, hi = e["data_offsets"]
+    dtype = DTYPES[e["dtype"]]
+    if hi == lo:
+        return np.zeros(e["shape"], dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset + lo, shape=tuple(e["shape"]))

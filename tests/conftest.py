@@ -1,0 +1,87 @@
+"""Shared fixtures: small data made by the tests themselves, and an in-process `fer` runner."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
+FER_ZIP = SHARED / "fer2013.zip"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def fer(capsys, monkeypatch):
+    """Run `fer ARGS...` in this process; returns exit code, stdout and stderr."""
+    from fercli import cli
+
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["fer", *map(str, args)])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def fer_subprocess(*args: str, input: bytes | None = None, env: dict | None = None, cwd=None):
+    """Run the real console entry point in a child (stdin pipes, signals, fresh imports)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fercli", *map(str, args)], input=input, capture_output=True, env=full_env, cwd=cwd
+    )
+
+
+def faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from fercli.synthetic import synthetic_faces
+
+    return synthetic_faces(n, seed)
+
+
+def pixels_text(img: np.ndarray) -> str:
+    return " ".join(map(str, img.reshape(-1).tolist()))
+
+
+def write_csv(path: Path, header: str, rows: list[str], newline: str = "\n", bom: bool = False, gz: bool = False):
+    text = ("\ufeff" if bom else "") + newline.join([header, *rows]) + newline
+    data = text.encode()
+    if gz:
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def fer2013_csv(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A small fer2013.csv: 70 Training, 14 PublicTest, 14 PrivateTest rows."""
+    images, labels = faces(98)
+    usage = ["Training"] * 70 + ["PublicTest"] * 14 + ["PrivateTest"] * 14
+    rows = [f"{lab},{pixels_text(img)},{u}" for img, lab, u in zip(images, labels, usage)]
+    return write_csv(tmp_path / "fer2013.csv", "emotion,pixels,Usage", rows), images, labels
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A prepared file of 1,400 synthetic faces, made once per test session."""
+    from fercli.prep import prepare
+
+    path = tmp_path_factory.mktemp("data") / "fer-data.safetensors"
+    prepare([], str(path), synthetic=1400, seed=0)
+    return path

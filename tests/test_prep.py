@@ -1,0 +1,240 @@
+"""`fer prep`: every layout users have, every bad-input case, the val carve and the file round trip."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, write_csv
+from PIL import Image
+
+from fercli.classes import SPLITS
+from fercli.errors import FerError
+from fercli.prep import carve_val, prepare
+from fercli.prepared import PreparedData
+
+
+def _split(data: PreparedData, name: str) -> np.ndarray:
+    return data.indices(name)
+
+
+def test_fer2013_csv_maps_usage_to_splits_and_round_trips(tmp_path, fer2013_csv, fer):
+    path, images, labels = fer2013_csv
+    out = tmp_path / "d.safetensors"
+    r = fer("prep", path, "-o", out)
+    assert r.code == 0, r.err
+    assert r.out == ""  # stdout is for data only
+    assert "train" in r.err and "70" in r.err
+    data = PreparedData.open(out)
+    assert isinstance(data.images, np.memmap)
+    assert [len(_split(data, s)) for s in SPLITS] == [70, 14, 14]
+    np.testing.assert_array_equal(data.images, images)
+    np.testing.assert_array_equal(data.labels, labels)
+    np.testing.assert_array_equal(data.rows, np.arange(98))
+    assert data.meta["counts"]["train"]["total"] == 70
+    assert data.meta["val_carved"] is None
+    assert len(data.content_hash) == 16
+
+
+def test_train_and_test_csv_carve_stratified_val(tmp_path):
+    images, labels = faces(140)
+    train = write_csv(tmp_path / "train.csv", "emotion,pixels", [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)])
+    test = write_csv(tmp_path / "test.csv", "id,pixels", [f"{100 + k},{pixels_text(images[k])}" for k in range(10)])
+    meta = prepare([str(train), str(test)], str(tmp_path / "d.safetensors"), val_frac=0.2, seed=3)
+    data = PreparedData.open(tmp_path / "d.safetensors")
+    assert meta["val_carved"] == {"from": "train", "frac": 0.2, "seed": 3, "stratified": True}
+    val = data.labels[_split(data, "val")]
+    assert np.bincount(val, minlength=7).tolist() == [4] * 7  # 20 per class, 20% each
+    test_idx = _split(data, "test")
+    assert (data.labels[test_idx] == -1).all()
+    assert data.rows[test_idx].tolist() == list(range(100, 110))  # ids kept
+
+
+def test_carve_is_reproducible_and_seed_dependent():
+    labels = np.repeat(np.arange(7), 50)
+    splits = np.zeros(len(labels), dtype=np.int8)
+    a, b, c = carve_val(labels, splits, 0.1, 1), carve_val(labels, splits, 0.1, 1), carve_val(labels, splits, 0.1, 2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert np.bincount(labels[a == 1], minlength=7).tolist() == [5] * 7
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["label-feature", "crlf", "bom", "quoted", "extra-columns", "gzip", "pixels-only"],
+)
+def test_csv_variants(tmp_path, variant):
+    images, labels = faces(14)
+    header, rows, kw = "emotion,pixels", [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)], {}
+    if variant == "label-feature":
+        header = "label,feature"
+    elif variant == "crlf":
+        kw["newline"] = "\r\n"
+    elif variant == "bom":
+        kw["bom"] = True
+    elif variant == "quoted":
+        header, rows = '"emotion","pixels"', [f'{l},"{pixels_text(i)}"' for i, l in zip(images, labels)]
+    elif variant == "extra-columns":
+        header, rows = "id,emotion,note,pixels", [f"{k},{l},x y,{pixels_text(i)}" for k, (i, l) in enumerate(zip(images, labels))]
+    elif variant == "gzip":
+        kw["gz"] = True
+    elif variant == "pixels-only":
+        header, rows = "pixels", [pixels_text(i) for i in images]
+    src = write_csv(tmp_path / "faces.csv", header, rows, **kw)
+    prepare([str(src)], str(tmp_path / "d.safetensors"), val_frac=0)
+    data = PreparedData.open(tmp_path / "d.safetensors")
+    np.testing.assert_array_equal(data.images, images)
+    expected = -np.ones(14) if variant == "pixels-only" else labels
+    np.testing.assert_array_equal(data.labels, expected)
+
+
+def test_stdin_csv(tmp_path):
+    images, labels = faces(7)
+    body = "emotion,pixels\n" + "".join(f"{l},{pixels_text(i)}\n" for i, l in zip(images, labels))
+    r = fer_subprocess("prep", "-", "-o", tmp_path / "d.safetensors", "--val-frac", "0", input=body.encode())
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(PreparedData.open(tmp_path / "d.safetensors").images, images)
+
+
+def _png(img: np.ndarray, mode: str = "L", size: int = 48) -> bytes:
+    pil = Image.fromarray(img).convert(mode).resize((size, size))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_zip_with_splits_and_any_size_or_mode(tmp_path):
+    images, labels = faces(21)
+    from fercli.classes import CLASSES
+
+    zpath = tmp_path / "faces.zip"
+    names = {}
+    with zipfile.ZipFile(zpath, "w") as z:
+        for k, (img, lab) in enumerate(zip(images, labels)):
+            split = "train" if k < 14 else "test"
+            mode, size = ("RGB", 96) if k % 3 == 0 else ("L", 48)
+            names[f"{split}/{CLASSES[lab]}/img_{k:03d}.png"] = k
+            z.writestr(f"{split}/{CLASSES[lab]}/img_{k:03d}.png", _png(img, mode, size))
+        z.writestr("__MACOSX/._junk.png", b"junk")
+    meta = prepare([str(zpath)], str(tmp_path / "d.safetensors"), val_frac=0)
+    data = PreparedData.open(tmp_path / "d.safetensors")
+    assert len(data) == 21
+    assert len(_split(data, "test")) == 7
+    order = [names[m] for m in meta["sources"][0]["members"]]  # sorted member paths
+    np.testing.assert_array_equal(data.labels, labels[order])
+    # 48x48 grayscale passes unchanged; RGB 96x96 comes back close to the original after the round trip.
+    gray, rgb = order.index(1), order.index(0)
+    np.testing.assert_array_equal(data.images[gray], images[1])
+    assert np.abs(data.images[rgb].astype(int) - images[0]).mean() < 12
+
+
+def test_emotion_folders_without_split(tmp_path):
+    from fercli.classes import CLASSES
+
+    images, labels = faces(14)
+    for k, (img, lab) in enumerate(zip(images, labels)):
+        d = tmp_path / "imgs" / CLASSES[lab]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{k}.png").write_bytes(_png(img))
+    meta = prepare([str(tmp_path / "imgs")], str(tmp_path / "d.safetensors"), val_frac=0.5)
+    assert meta["counts"]["train"]["total"] + meta["counts"]["val"]["total"] == 14
+
+
+def _bad_cases(tmp_path):
+    images, labels = faces(3)
+    good = [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)]
+    short = "3," + " ".join(["1"] * 100)
+    return {
+        "wrong-count": (["emotion,pixels", good[0], short], "line 3: expected 2304 pixels, found 100"),
+        "pixel-256": (["emotion,pixels", good[0], "1," + " ".join(["256"] * 2304)], "line 3: a pixel is not an integer"),
+        "pixel-float": (["emotion,pixels", "1," + " ".join(["1.5"] * 2304)], "line 2: a pixel is not an integer"),
+        "label-7": (["emotion,pixels", good[0], good[1], "7," + pixels_text(images[0])], "line 4: label '7'"),
+        "missing-column": (["emotion,pics", good[0]], "missing column 'pixels'"),
+        "empty": ([], "empty file"),
+        "field-count": (["emotion,pixels", good[0], "1,2,3"], "line 3: expected 2 fields"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["wrong-count", "pixel-256", "pixel-float", "label-7", "missing-column", "empty", "field-count"]
+)
+def test_bad_csv_names_file_and_line_and_leaves_nothing(tmp_path, fer, case):
+    lines, message = _bad_cases(tmp_path)[case]
+    src = tmp_path / "bad.csv"
+    src.write_text("\n".join(lines) + ("\n" if lines else ""))
+    out = tmp_path / "out.safetensors"
+    r = fer("prep", src, "-o", out)
+    assert r.code == 1
+    assert str(src) in r.err and message in r.err
+    assert "Traceback" not in r.err
+    assert len(r.err.strip().splitlines()) <= 2  # the default notice, then one error line
+    assert list(tmp_path.iterdir()) == [src]  # no output, no temporary left behind
+
+
+def test_skip_bad_counts_and_reports_rows(tmp_path, fer):
+    images, labels = faces(5)
+    rows = [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)]
+    rows.insert(2, "9," + pixels_text(images[0]))
+    rows.insert(4, "1,1 2 3")
+    src = write_csv(tmp_path / "bad.csv", "emotion,pixels", rows)
+    r = fer("prep", src, "-o", tmp_path / "d.safetensors", "--skip-bad", "--val-frac", "0")
+    assert r.code == 0, r.err
+    assert "skipped 2 bad rows" in r.err and "line 4" in r.err and "line 6" in r.err
+    data = PreparedData.open(tmp_path / "d.safetensors")
+    np.testing.assert_array_equal(data.images, images)
+
+
+def test_truncated_gzip_and_corrupt_zip_member(tmp_path, fer):
+    images, labels = faces(50)
+    body = "emotion,pixels\n" + "".join(f"{l},{pixels_text(i)}\n" for i, l in zip(images, labels))
+    gz = tmp_path / "t.csv.gz"
+    gz.write_bytes(gzip.compress(body.encode())[:-200])
+    r = fer("prep", gz, "-o", tmp_path / "o.safetensors")
+    assert r.code == 1 and "corrupt or truncated gzip" in r.err and str(gz) in r.err
+
+    zpath = tmp_path / "z.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("train/happy/ok.png", _png(images[0]))
+        z.writestr("train/happy/broken.png", b"\x89PNG\r\n\x1a\nnot really")
+    r = fer("prep", zpath, "-o", tmp_path / "o.safetensors")
+    assert r.code == 1 and "member train/happy/broken.png" in r.err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_missing_source_exit_code(tmp_path, fer):
+    r = fer("prep", tmp_path / "nope.csv", "-o", tmp_path / "o.safetensors")
+    assert r.code == 3 and "no such file" in r.err
+
+
+def test_prepared_file_rejects_foreign_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.zeros(3, np.float32)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(FerError, match="not a fercli prepared data file"):
+        PreparedData.open(tmp_path / "x.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 20)
+    with pytest.raises(FerError, match="not a safetensors file"):
+        PreparedData.open(tmp_path / "junk.safetensors")
+
+
+def test_synthetic_faces_are_balanced_and_seeded(tmp_path):
+    meta = prepare([], str(tmp_path / "s.safetensors"), synthetic=700, seed=1)
+    assert meta["sources"][0]["kind"] == "synthetic"
+    assert sum(meta["counts"][s]["total"] for s in SPLITS) == 700
+    a, b = faces(70, 5), faces(70, 5)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert np.bincount(a[1]).tolist() == [10] * 7
+
+
+@pytest.mark.skipif(not FER_ZIP.exists(), reason="real FER2013 zip not present (../shared/data/fer2013)")
+def test_real_fer2013_zip_counts(tmp_path):
+    meta = prepare([str(FER_ZIP)], str(tmp_path / "d.safetensors"))
+    c = meta["counts"]
+    train = {k: c["train"][k] + c["val"][k] for k in c["train"]}
+    assert [train[k] for k in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")] == [
+        3995, 436, 4097, 7215, 4830, 3171, 4965,
+    ]
+    assert c["test"]["total"] == 3589 and c["test"]["happy"] == 895
