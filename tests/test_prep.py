@@ -8,9 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, write_csv
 from PIL import Image
 
+from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, write_csv
 from fercli.classes import SPLITS
 from fercli.errors import FerError
 from fercli.prep import carve_val, prepare
@@ -41,7 +41,9 @@ def test_fer2013_csv_maps_usage_to_splits_and_round_trips(tmp_path, fer2013_csv,
 
 def test_train_and_test_csv_carve_stratified_val(tmp_path):
     images, labels = faces(140)
-    train = write_csv(tmp_path / "train.csv", "emotion,pixels", [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)])
+    train = write_csv(
+        tmp_path / "train.csv", "emotion,pixels", [f"{lab},{pixels_text(i)}" for i, lab in zip(images, labels)]
+    )
     test = write_csv(tmp_path / "test.csv", "id,pixels", [f"{100 + k},{pixels_text(images[k])}" for k in range(10)])
     meta = prepare([str(train), str(test)], str(tmp_path / "d.safetensors"), val_frac=0.2, seed=3)
     data = PreparedData.open(tmp_path / "d.safetensors")
@@ -68,7 +70,7 @@ def test_carve_is_reproducible_and_seed_dependent():
 )
 def test_csv_variants(tmp_path, variant):
     images, labels = faces(14)
-    header, rows, kw = "emotion,pixels", [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)], {}
+    header, rows, kw = "emotion,pixels", [f"{lab},{pixels_text(i)}" for i, lab in zip(images, labels)], {}
     if variant == "label-feature":
         header = "label,feature"
     elif variant == "crlf":
@@ -76,9 +78,12 @@ def test_csv_variants(tmp_path, variant):
     elif variant == "bom":
         kw["bom"] = True
     elif variant == "quoted":
-        header, rows = '"emotion","pixels"', [f'{l},"{pixels_text(i)}"' for i, l in zip(images, labels)]
+        header, rows = '"emotion","pixels"', [f'{lab},"{pixels_text(i)}"' for i, lab in zip(images, labels)]
     elif variant == "extra-columns":
-        header, rows = "id,emotion,note,pixels", [f"{k},{l},x y,{pixels_text(i)}" for k, (i, l) in enumerate(zip(images, labels))]
+        header, rows = (
+            "id,emotion,note,pixels",
+            [f"{k},{lab},x y,{pixels_text(i)}" for k, (i, lab) in enumerate(zip(images, labels))],
+        )
     elif variant == "gzip":
         kw["gz"] = True
     elif variant == "pixels-only":
@@ -93,7 +98,7 @@ def test_csv_variants(tmp_path, variant):
 
 def test_stdin_csv(tmp_path):
     images, labels = faces(7)
-    body = "emotion,pixels\n" + "".join(f"{l},{pixels_text(i)}\n" for i, l in zip(images, labels))
+    body = "emotion,pixels\n" + "".join(f"{lab},{pixels_text(i)}\n" for i, lab in zip(images, labels))
     r = fer_subprocess("prep", "-", "-o", tmp_path / "d.safetensors", "--val-frac", "0", input=body.encode())
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(PreparedData.open(tmp_path / "d.safetensors").images, images)
@@ -145,11 +150,14 @@ def test_emotion_folders_without_split(tmp_path):
 
 def _bad_cases(tmp_path):
     images, labels = faces(3)
-    good = [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)]
+    good = [f"{lab},{pixels_text(i)}" for i, lab in zip(images, labels)]
     short = "3," + " ".join(["1"] * 100)
     return {
         "wrong-count": (["emotion,pixels", good[0], short], "line 3: expected 2304 pixels, found 100"),
-        "pixel-256": (["emotion,pixels", good[0], "1," + " ".join(["256"] * 2304)], "line 3: a pixel is not an integer"),
+        "pixel-256": (
+            ["emotion,pixels", good[0], "1," + " ".join(["256"] * 2304)],
+            "line 3: a pixel is not an integer",
+        ),
         "pixel-float": (["emotion,pixels", "1," + " ".join(["1.5"] * 2304)], "line 2: a pixel is not an integer"),
         "label-7": (["emotion,pixels", good[0], good[1], "7," + pixels_text(images[0])], "line 4: label '7'"),
         "missing-column": (["emotion,pics", good[0]], "missing column 'pixels'"),
@@ -176,7 +184,7 @@ def test_bad_csv_names_file_and_line_and_leaves_nothing(tmp_path, fer, case):
 
 def test_skip_bad_counts_and_reports_rows(tmp_path, fer):
     images, labels = faces(5)
-    rows = [f"{l},{pixels_text(i)}" for i, l in zip(images, labels)]
+    rows = [f"{lab},{pixels_text(i)}" for i, lab in zip(images, labels)]
     rows.insert(2, "9," + pixels_text(images[0]))
     rows.insert(4, "1,1 2 3")
     src = write_csv(tmp_path / "bad.csv", "emotion,pixels", rows)
@@ -189,7 +197,7 @@ def test_skip_bad_counts_and_reports_rows(tmp_path, fer):
 
 def test_truncated_gzip_and_corrupt_zip_member(tmp_path, fer):
     images, labels = faces(50)
-    body = "emotion,pixels\n" + "".join(f"{l},{pixels_text(i)}\n" for i, l in zip(images, labels))
+    body = "emotion,pixels\n" + "".join(f"{lab},{pixels_text(i)}\n" for i, lab in zip(images, labels))
     gz = tmp_path / "t.csv.gz"
     gz.write_bytes(gzip.compress(body.encode())[:-200])
     r = fer("prep", gz, "-o", tmp_path / "o.safetensors")
@@ -235,6 +243,12 @@ def test_real_fer2013_zip_counts(tmp_path):
     c = meta["counts"]
     train = {k: c["train"][k] + c["val"][k] for k in c["train"]}
     assert [train[k] for k in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")] == [
-        3995, 436, 4097, 7215, 4830, 3171, 4965,
+        3995,
+        436,
+        4097,
+        7215,
+        4830,
+        3171,
+        4965,
     ]
     assert c["test"]["total"] == 3589 and c["test"]["happy"] == 895

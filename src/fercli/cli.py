@@ -75,10 +75,89 @@ def prep(
     console.info(f"wrote {target}")
 
 
+@app.command()
+def train(
+    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    recipe: str = typer.Option("default", help="Starting recipe: default (vgg4, 71.97%), study (vgg5), cpu."),
+    arch: str | None = typer.Option(None, help="Network (see `fer models`)."),
+    width: float | None = typer.Option(None, help="Channel multiplier of the network."),
+    epochs: int | None = typer.Option(None, help="Epochs."),
+    batch: int | None = typer.Option(None, help="Images per step."),
+    lr: float | None = typer.Option(None, help="Peak learning rate."),
+    optimizer: str | None = typer.Option(None, help="sgd (Nesterov), adamw or adam."),
+    schedule: str | None = typer.Option(None, help="onecycle, cosine or constant."),
+    weight_decay: float | None = typer.Option(None, help="Weight decay (never on BN or biases)."),
+    label_smoothing: float | None = typer.Option(None, help="Label smoothing."),
+    ema: float | None = typer.Option(None, help="Weight EMA decay per step (0 = off)."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="On-device augmentation on/off."),
+    tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Validate with horizontal-flip averaging."),
+    seed: int | None = typer.Option(None, help="Seed for init, shuffling, augmentation and dropout."),
+    device: str = typer.Option("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    project: Path = typer.Option(Path("runs"), help="Folder holding the runs."),
+    name: str = typer.Option("exp", help="Run name; exp, exp2, ... when taken."),
+    patience: int = typer.Option(0, help="Stop after N epochs without a better valid_acc (0 = never)."),
+    resume: str | None = typer.Option(None, help="Continue a run: its folder, its last.safetensors, or `last`."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
+) -> None:
+    """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves."""
+    from fercli.recipe import build_recipe
+    from fercli.train import RunSettings
+    from fercli.train import train as run_training
+
+    overrides = dict(
+        arch=arch, width=width, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, schedule=schedule,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed,
+    )  # fmt: skip
+    if augment is False:
+        overrides.update(rotate=0.0, scale=0.0, translate=0.0, flip=0.0, erase=0.0)
+    if resume is not None and any(v is not None for v in overrides.values()):
+        console.warn("--resume continues the run's own recipe; the recipe options given are ignored")
+    r = build_recipe(recipe, overrides)
+    if arch is None and resume is None:
+        console.default_used("--arch", r.arch)
+    settings = RunSettings(
+        data=str(data) if data else None, device=device, project=str(project), name=name, patience=patience,
+        json_lines=json_lines, compile=compile,
+    )  # fmt: skip
+    run_training(r, settings, resume=resume)
+
+
+@app.command("models")
+def list_models(json_out: bool = typer.Option(False, "--json", help="JSON on stdout instead of a table.")) -> None:
+    """List the networks with their parameter count and FLOPs for one 48x48 face."""
+    import json
+
+    from rich.table import Table
+
+    from fercli.models import describe
+
+    rows = describe()
+    if json_out:
+        console.data_out(json.dumps(rows))
+        return
+    table = Table(title="networks")
+    for col, just in (("name", "left"), ("params", "right"), ("GFLOPs", "right"), ("summary", "left")):
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(r["name"], f"{r['params'] / 1e6:.2f}M", f"{r['gflops']:.3f}", r["summary"])
+    console.show(table)
+
+
+GLOBAL_FLAGS = {"-q": "--quiet", "--quiet": "--quiet", "--debug": "--debug"}
+
+
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """Let `--quiet`/`-q` and `--debug` stand anywhere (`fer prep x.csv -q`), as users type them."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    flags = sorted({GLOBAL_FLAGS[a] for a in argv[:cut] if a in GLOBAL_FLAGS})
+    return flags + [a for a in argv[:cut] if a not in GLOBAL_FLAGS] + argv[cut:]
+
+
 def main() -> None:
     """Console-script entry: run the app, map FerError to its exit code, keep pipes quiet."""
     try:
-        app(standalone_mode=False)
+        app(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
     except FerError as e:
         if _debug["on"]:
             raise
@@ -92,15 +171,12 @@ def main() -> None:
     except KeyboardInterrupt:
         console.error("interrupted")
         sys.exit(INTERRUPTED)
-    except Exception as e:  # click's own usage errors and aborts
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # Typer's (vendored) click raises usage errors and aborts; they know how to show themselves.
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             console.error("aborted")
             sys.exit(INTERRUPTED)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
         raise

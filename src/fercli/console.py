@@ -17,10 +17,10 @@ _state = {"quiet": False, "defaults_shown": set()}
 
 
 def _make_console() -> Console:
-    con = Console(stderr=True, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
+    con = Console(stderr=True, highlight=False, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
     if not con.is_terminal:
         # Logs and CI captures: wide enough that tables are not squeezed into 80 columns.
-        con = Console(stderr=True, highlight=False, no_color=True, width=160)
+        con = Console(stderr=True, highlight=False, soft_wrap=True, no_color=True, width=160)
     return con
 
 

@@ -121,4 +121,3 @@ class ImageFaces:
         for entry in self.entries:
             data, where = self.read_bytes(entry)
             yield entry, decode_face(data, where)
-

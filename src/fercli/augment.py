@@ -1,0 +1,54 @@
+"""Augmentation on the device, whole batches at a time: no per-image Python in the training loop.
+
+Per sample: a random affine (rotation, zoom, shift, horizontal flip) folded into one 2x3 matrix and
+applied with a single grid_sample, then random erasing as a broadcast rectangle mask. Every random
+number comes from the caller's generator, so a run is reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fercli.recipe import Recipe
+
+
+def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+
+
+def augment(x: torch.Tensor, r: Recipe, g: torch.Generator) -> torch.Tensor:
+    """x: normalised faces [B,1,H,W] float -> augmented copy, same shape. Padding is 0 (the mean)."""
+    b, dev = x.shape[0], x.device
+    if r.rotate or r.scale or r.translate or r.flip:
+        angle = _uniform(g, b, -r.rotate, r.rotate, dev) * (math.pi / 180)
+        zoom = _uniform(g, b, 1 - r.scale, 1 + r.scale, dev)
+        shift = _uniform(g, 2 * b, -r.translate, r.translate, dev).view(b, 2) * 2  # grid units span 2
+        flip = torch.where(torch.rand(b, generator=g, device=dev) < r.flip, -1.0, 1.0)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # theta maps output coordinates to input coordinates: [B,2,3]
+        theta = torch.stack(
+            [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if r.erase:
+        h, w = x.shape[-2:]
+        area = _uniform(g, b, r.erase_min, r.erase_max, dev) * (h * w)
+        aspect = torch.exp(_uniform(g, b, math.log(0.3), math.log(1 / 0.3), dev))
+        eh = torch.sqrt(area * aspect).clamp(1, h)
+        ew = torch.sqrt(area / aspect).clamp(1, w)
+        y0 = torch.rand(b, generator=g, device=dev) * (h - eh)
+        x0 = torch.rand(b, generator=g, device=dev) * (w - ew)
+        on = torch.rand(b, generator=g, device=dev) < r.erase
+        yy = torch.arange(h, device=dev).view(1, h, 1)
+        xx = torch.arange(w, device=dev).view(1, 1, w)
+        box = (
+            (yy >= y0.view(b, 1, 1)) & (yy < (y0 + eh).view(b, 1, 1))
+            & (xx >= x0.view(b, 1, 1)) & (xx < (x0 + ew).view(b, 1, 1))
+            & on.view(b, 1, 1)
+        )  # fmt: skip
+        x = x.masked_fill(box.unsqueeze(1), 0.0)
+    return x

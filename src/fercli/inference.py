@@ -1,0 +1,46 @@
+"""Forward passes shared by training's validation, eval, predict and the explanations."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def normalize(x_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 faces [B,48,48] or [B,1,48,48] -> float [B,1,48,48] with the training set's mean and std."""
+    x = x_u8.float() if x_u8.dim() == 4 else x_u8.float().unsqueeze(1)
+    return (x / 255.0 - mean) / std
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores); full fp32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, images: np.ndarray | torch.Tensor, mean: float, std: float, device: torch.device,
+    batch: int = 512, tta: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """Class probabilities [N,7] (float32, on the CPU) for uint8 faces [N,48,48]; `tta` averages
+    over a horizontal flip. One CPU-GPU sync per batch (the copy back)."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        xb = (
+            torch.as_tensor(np.asarray(images[i : i + batch])) if not torch.is_tensor(images) else images[i : i + batch]
+        )
+        x = normalize(xb.to(device, non_blocking=True), mean, std)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device):
+            p = model(x).float().softmax(1)
+            if tta:
+                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(p.cpu())
+    return torch.cat(out) if out else torch.zeros(0, 7)

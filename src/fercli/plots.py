@@ -1,0 +1,50 @@
+"""Figures as PNG files (matplotlib's Agg backend, written atomically)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fercli.atomic import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def training_curves(history: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> None:
+    """The study's figure: loss on the left, train_acc and valid_acc on the right, per epoch."""
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, [h["loss"] for h in history], "o-", ms=3, label="train loss")
+    if all("valid_loss" in h for h in history):
+        ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", ms=3, label="valid loss")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", ms=3, label="train_acc")
+    ax_acc.plot(epochs, [100 * h["valid_acc"] for h in history], "o-", ms=3, label="valid_acc")
+    best = max(history, key=lambda h: h["valid_acc"])
+    ax_acc.axhline(100 * best["valid_acc"], color="gray", lw=0.8, ls="--")
+    ax_acc.annotate(f"best {100 * best['valid_acc']:.1f}% (epoch {best['epoch']})",
+                    (best["epoch"], 100 * best["valid_acc"]), textcoords="offset points", xytext=(0, -14),
+                    ha="center", fontsize=8)  # fmt: skip
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_acc.legend(loc="lower right")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, path)

@@ -1,0 +1,39 @@
+"""Run folders: `<project>/train/<name>`, auto-incremented (exp, exp2, exp3, ...), and finding the newest."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fercli.errors import NOT_FOUND, FerError
+
+DEFAULT_PROJECT = "runs"
+
+
+def new_run_dir(project: str | Path, name: str = "exp") -> Path:
+    """Create and return the first free `<project>/train/<name>[N]` folder."""
+    base = Path(project) / "train"
+    base.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = base / (name if n == 1 else f"{name}{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def latest_run(project: str | Path = DEFAULT_PROJECT, need: str = "best.safetensors") -> Path:
+    """The most recently modified run folder under `<project>/train` that holds `need`."""
+    base = Path(project) / "train"
+    runs = [p for p in base.glob("*") if (p / need).exists()] if base.is_dir() else []
+    if not runs:
+        raise FerError(f"no trained model found under {base}/ (run `fer train` first, or name a MODEL)", NOT_FOUND)
+    return max(runs, key=lambda p: ((p / need).stat().st_mtime, _natural(p.name)))
+
+
+def _natural(name: str) -> tuple[str, int]:
+    m = re.match(r"(.*?)(\d*)$", name)
+    assert m is not None
+    return m.group(1), int(m.group(2) or 1)

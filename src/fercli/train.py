@@ -1,0 +1,345 @@
+"""The training engine: one linear sequence of phases, data resident on the device.
+
+Phases: (1) resume or start a run folder, (2) put the whole uint8 train and val sets on the device,
+(3) build the network and optimizer, (4) the epoch loop: permute, then per step index a batch,
+normalise, augment on the device, forward, backward, step; validate at each epoch's end; write
+checkpoints, metrics.csv and curves.png. CPU-GPU sync points are marked "sync".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import time
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fercli import console, models
+from fercli.atomic import atomic_path
+from fercli.augment import augment
+from fercli.checkpoint import (
+    RESUME,
+    load_tensors,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    read_meta,
+    save_checkpoint,
+)
+from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.device import pick_device
+from fercli.errors import INTERRUPTED, USAGE, FerError
+from fercli.inference import autocast_for, normalize, predict_probs
+from fercli.plots import training_curves
+from fercli.prepared import PreparedData
+from fercli.progress import TrainProgress
+from fercli.recipe import Recipe, lr_at
+from fercli.runs import latest_run, new_run_dir
+
+METRIC_COLUMNS = ["epoch", "loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "images_per_s"]
+
+
+@dataclass
+class RunSettings:
+    """How to run, as opposed to what to learn (the Recipe)."""
+
+    data: str | None = None  # None: the run's own data when resuming, else fer-data.safetensors
+    device: str = "auto"
+    project: str = "runs"
+    name: str = "exp"
+    patience: int = 0  # stop after this many epochs without a better valid_acc (0 = never)
+    json_lines: bool = False
+    compile: bool = False
+    log_every: int = 10  # steps between progress updates; each is a CPU-GPU sync
+    progress: bool = True
+    stop_at_step: int | None = None  # act as if Ctrl-C came before this global step (tests, smoke runs)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop checks between steps, so a step is never cut in half."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.hit:  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def resolve_resume(ref: str, project: str) -> Path:
+    """`--resume` takes a run folder, its last.safetensors, or `last` for the newest run."""
+    if ref == "last":
+        return latest_run(project, need="last.safetensors") / "last.safetensors"
+    p = Path(ref)
+    if p.is_dir():
+        p = p / "last.safetensors"
+    if not p.exists():
+        raise FerError(f"{p}: nothing to resume (no such last.safetensors)", 3)
+    return p
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only: never on BatchNorm parameters or biases."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
+    groups = _param_groups(model, r.weight_decay)
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=True)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=r.lr, betas=(r.momentum, 0.999))
+    return torch.optim.Adam(groups, lr=r.lr)
+
+
+def _rng_state(g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"rng.gen": g.get_state(), "rng.cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(g: torch.Generator, device: torch.device, t: dict[str, torch.Tensor]) -> None:
+    g.set_state(t["rng.gen"])
+    torch.set_rng_state(t["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in t:
+        torch.cuda.set_rng_state(t["rng.cuda"], device)
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[str, Any]:
+    """Train and return a summary (run folder, best valid_acc and its epoch, epochs run)."""
+    # ---- 1. run folder: a new one, or the one being resumed -----------------------------------------
+    state: dict[str, Any] | None = None
+    if resume is not None:
+        ckpt = resolve_resume(resume, run.project)
+        meta = read_meta(ckpt)
+        if "resume" not in meta:
+            raise FerError(f"{ckpt}: holds no resume state (only last.safetensors does)", USAGE)
+        recipe = Recipe.from_dict(meta["recipe"])
+        state = meta["resume"]
+        run.patience = state.get("patience", run.patience)
+        run_dir = ckpt.parent
+        run.data = run.data or meta["data"]["path"]
+        console.info(f"resuming {run_dir} at epoch {state['epoch']} step {state['step']}")
+    if run.data is None:
+        from fercli.prepared import DEFAULT_DATA
+
+        console.default_used("--data", DEFAULT_DATA)
+        run.data = DEFAULT_DATA
+    device = pick_device(run.device)
+
+    # ---- 2. data: the whole uint8 set moves to the device once ---------------------------------------
+    data = PreparedData.open(run.data)
+    if state is not None and data.content_hash != meta["data"]["hash"]:
+        raise FerError(f"{run.data}: data changed since the run started (hash {data.content_hash}, "
+                       f"run used {meta['data']['hash']})")  # fmt: skip
+    tr, va = data.indices("train", labeled_only=True), data.indices("val", labeled_only=True)
+    if len(tr) == 0:
+        raise FerError(f"{run.data}: no labeled faces in the train split")
+    if len(va) == 0:
+        raise FerError(f"{run.data}: no labeled faces in the val split (prep with --val-frac > 0)")
+    x_train = torch.from_numpy(data.images[tr]).to(device)  # uint8 [N,48,48]
+    y_train = torch.from_numpy(data.labels[tr]).to(device)  # int64 [N]
+    x_val_np, y_val = data.images[va], torch.from_numpy(data.labels[va])
+    if state is not None:
+        mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    else:
+        sample = data.images[tr].astype(np.float64) / 255.0
+        mean, std = float(sample.mean()), float(sample.std()) or 1.0
+    n = len(tr)
+    batch = min(recipe.batch, n)
+    steps_per_epoch = n // batch  # the last partial batch is dropped; a new permutation covers it next epoch
+    total_steps = steps_per_epoch * recipe.epochs
+
+    # ---- 3. network, optimizer, EMA, generator --------------------------------------------------------
+    torch.manual_seed(recipe.seed)
+    arch_args = {} if recipe.width is None else {"width": recipe.width}
+    model = models.create(recipe.arch, **arch_args).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    ema = deepcopy(model).eval() if recipe.ema else None
+    g = torch.Generator(device=device).manual_seed(recipe.seed)
+    step_fn = torch.compile(model) if run.compile else model
+
+    epoch, start_step, global_step = 1, 0, 0
+    sums = {"loss": 0.0, "correct": 0, "seen": 0}
+    best_acc, best_epoch, bad_epochs, elapsed = -1.0, 0, 0, 0.0
+    history: list[dict[str, Any]] = []
+    perm: torch.Tensor | None = None
+    if state is not None:
+        weights = load_tensors(ckpt)
+        extra = load_tensors(ckpt, RESUME)
+        model.load_state_dict(weights if ema is None else {k[4:]: v for k, v in extra.items() if k.startswith("raw.")})
+        if ema is not None:
+            ema.load_state_dict(weights)
+        optimizer_from_flat(opt, extra, state["optimizer"])
+        _set_rng_state(g, device, extra)
+        perm = extra["perm"].to(device) if "perm" in extra else None
+        epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
+        sums, history, elapsed = state["sums"], state["history"], state["elapsed"]
+        best_acc, best_epoch, bad_epochs = state["best_acc"], state["best_epoch"], state["bad_epochs"]
+    else:
+        run_dir = new_run_dir(run.project, run.name)
+        args = {"recipe": recipe.to_dict(), "data": run.data, "device": str(device), "patience": run.patience}
+        with atomic_path(run_dir / "args.json") as tmp:
+            tmp.write_text(json.dumps(args, indent=2) + "\n")
+        console.info(f"run folder: {run_dir}")
+    net = recipe.arch if recipe.width is None else f"{recipe.arch} (width {recipe.width})"
+    console.info(f"{net}, {n} train / {len(va)} val faces, batch {batch}, {recipe.epochs} epochs, "
+                 f"{recipe.optimizer} lr {recipe.lr}")  # fmt: skip
+
+    def checkpoint_meta(row: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "arch": recipe.arch, "arch_args": arch_args, "classes": list(CLASSES), "image_size": IMAGE_SIZE,
+            "normalize": {"mean": mean, "std": std}, "recipe": recipe.to_dict(),
+            "data": {"path": str(run.data), "hash": data.content_hash}, "metrics": row,
+            "best": {"valid_acc": best_acc, "epoch": best_epoch},
+        }  # fmt: skip
+
+    def save_last(row: dict[str, Any] | None, at_epoch: int, at_step: int, cur_perm: torch.Tensor | None) -> None:
+        opt_tensors, opt_rest = optimizer_to_flat(opt)
+        extra = {**opt_tensors, **_rng_state(g, device)}
+        if cur_perm is not None:
+            extra["perm"] = cur_perm
+        if ema is not None:
+            extra.update({f"raw.{k}": v for k, v in model.state_dict().items()})
+        meta = checkpoint_meta(row)
+        meta["resume"] = {
+            "epoch": at_epoch, "step": at_step, "global_step": global_step, "sums": sums, "history": history,
+            "elapsed": elapsed, "best_acc": best_acc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+            "optimizer": opt_rest, "patience": run.patience,
+        }  # fmt: skip
+        save_checkpoint(run_dir / "last.safetensors", (ema or model).state_dict(), meta, extra)
+
+    # ---- 4. the epoch loop ---------------------------------------------------------------------------
+    stopped_early = False
+    with _StopFlag() as stop, TrainProgress(recipe.epochs, run.json_lines, run.progress) as view:
+        while epoch <= recipe.epochs:
+            t0 = time.perf_counter()
+            if perm is None or start_step == 0:
+                perm = torch.randperm(n, generator=g, device=device)
+                sums = {"loss": 0.0, "correct": 0, "seen": 0}
+            view.start_epoch(epoch, steps_per_epoch, start_step)
+            model.train()
+            loss_acc = torch.zeros((), device=device)  # running sums stay on the device between syncs
+            correct_acc = torch.zeros((), device=device, dtype=torch.long)
+            seen_since_sync = 0
+            for step in range(start_step, steps_per_epoch):
+                if stop.hit or global_step == run.stop_at_step:
+                    sums["loss"] += loss_acc.item()  # sync
+                    sums["correct"] += int(correct_acc.item())
+                    sums["seen"] += seen_since_sync
+                    save_last(None, epoch, step, perm)
+                    raise FerError(
+                        f"interrupted at epoch {epoch} step {step}; saved {run_dir / 'last.safetensors'}. "
+                        f"Resume with: fer train --resume {run_dir}", INTERRUPTED,
+                    )  # fmt: skip
+                idx = perm[step * batch : (step + 1) * batch]
+                x = normalize(x_train[idx], mean, std)  # [B,1,48,48] float
+                y = y_train[idx]  # [B]
+                if recipe.augments:
+                    x = augment(x, recipe, g)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = lr_at(recipe, global_step, total_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with autocast_for(device):
+                    logits = step_fn(x)  # [B,7]
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for pe, pm in zip(ema.parameters(), model.parameters()):
+                            pe.lerp_(pm, 1 - recipe.ema)
+                        for be, bm in zip(ema.buffers(), model.buffers()):
+                            be.copy_(bm)
+                global_step += 1
+                loss_acc += loss.detach() * len(y)
+                correct_acc += (logits.argmax(1) == y).sum()
+                seen_since_sync += len(y)
+                if (step + 1) % run.log_every == 0 or step + 1 == steps_per_epoch:
+                    sums["loss"] += loss_acc.item()  # sync
+                    sums["correct"] += int(correct_acc.item())
+                    sums["seen"] += seen_since_sync
+                    loss_acc.zero_()
+                    correct_acc.zero_()
+                    seen_since_sync = 0
+                    ips = sums["seen"] / max(1e-9, time.perf_counter() - t0)
+                    view.step(step + 1, sums["loss"] / sums["seen"], sums["correct"] / sums["seen"], lr, ips)
+            start_step = 0
+
+            # validation, with the EMA weights when EMA is on (sync: probabilities come back to the CPU)
+            t_val = time.perf_counter()
+            probs = predict_probs(ema or model, x_val_np, mean, std, device, batch=1024, tta=recipe.tta)
+            valid_acc = float((probs.argmax(1) == y_val).float().mean())
+            valid_loss = float(F.nll_loss(probs.clamp_min(1e-8).log(), y_val))
+            seconds = time.perf_counter() - t0
+            valid_seconds = time.perf_counter() - t_val
+            elapsed += seconds
+            row = {
+                "epoch": epoch, "loss": sums["loss"] / max(1, sums["seen"]),
+                "train_acc": sums["correct"] / max(1, sums["seen"]), "valid_loss": valid_loss,
+                "valid_acc": valid_acc, "lr": lr_at(recipe, max(0, global_step - 1), total_steps),
+                "seconds": round(seconds, 3), "images_per_s": round(sums["seen"] / seconds, 1),
+                "valid_seconds": round(valid_seconds, 3),
+            }  # fmt: skip
+            history.append(row)
+            improved = valid_acc > best_acc
+            if improved:
+                best_acc, best_epoch, bad_epochs = valid_acc, epoch, 0
+                save_checkpoint(run_dir / "best.safetensors", (ema or model).state_dict(), checkpoint_meta(row))
+            else:
+                bad_epochs += 1
+            view.end_epoch(row, improved)
+            epoch += 1
+            perm = None
+            save_last(row, epoch, 0, None)
+            _write_metrics(run_dir / "metrics.csv", history)
+            training_curves(history, run_dir / "curves.png", f"{recipe.arch} on {Path(run.data).name}")
+            if run.patience and bad_epochs >= run.patience:
+                console.info(f"early stop: no better valid_acc for {run.patience} epochs")
+                stopped_early = True
+                break
+
+    console.info(
+        f"best valid_acc {100 * best_acc:.2f}% at epoch {best_epoch}; weights in {run_dir / 'best.safetensors'}"
+    )
+    return {
+        "run_dir": str(run_dir), "best_valid_acc": best_acc, "best_epoch": best_epoch,
+        "epochs_run": len(history), "stopped_early": stopped_early, "seconds": elapsed,
+        "history": history, "steps_per_epoch": steps_per_epoch,
+    }  # fmt: skip

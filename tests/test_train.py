@@ -1,0 +1,139 @@
+"""`fer train`: the engine core (tested without the CLI), the run folder, resume, stop and the CLI views."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import fer_subprocess
+from fercli import models
+from fercli.checkpoint import load_model, read_meta
+from fercli.errors import INTERRUPTED, FerError
+from fercli.recipe import build_recipe, lr_at
+from fercli.train import RunSettings, train
+
+TINY = dict(arch="vgg4s", width=0.125, epochs=3, batch=32, lr=0.05)
+
+
+def _run(data, tmp_path, name="exp", resume=None, **kw):
+    stop = kw.pop("stop_at_step", None)
+    patience = kw.pop("patience", 0)
+    r = build_recipe("default", {**TINY, **kw})
+    s = RunSettings(data=str(data), device="cpu", project=str(tmp_path / "runs"), name=name, progress=False,
+                    stop_at_step=stop, patience=patience)  # fmt: skip
+    return train(r, s, resume=resume)
+
+
+def test_run_folder_holds_everything_and_checkpoint_rebuilds_alone(synthetic_data, tmp_path):
+    out = _run(synthetic_data, tmp_path, epochs=2)
+    run = tmp_path / "runs" / "train" / "exp"
+    assert out["run_dir"] == str(run)
+    for f in ("best.safetensors", "last.safetensors", "metrics.csv", "curves.png", "args.json"):
+        assert (run / f).stat().st_size > 0, f
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,loss,train_acc,valid_loss,valid_acc,lr")
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The best checkpoint rebuilds with safetensors and the registry alone.
+    meta = read_meta(run / "best.safetensors")
+    net = models.create(meta["arch"], **meta["arch_args"])
+    net.load_state_dict(load_file(run / "best.safetensors"))
+    assert meta["normalize"]["std"] > 0 and meta["data"]["hash"] and meta["recipe"]["epochs"] == 2
+    assert meta["metrics"]["epoch"] == out["best_epoch"]
+    # A second run with the same name auto-increments.
+    _run(synthetic_data, tmp_path, epochs=1)
+    assert (tmp_path / "runs" / "train" / "exp2" / "best.safetensors").exists()
+
+
+def test_same_seed_same_metrics_and_resume_equals_uninterrupted(synthetic_data, tmp_path):
+    full = _run(synthetic_data, tmp_path, name="full")
+    again = _run(synthetic_data, tmp_path, name="again")
+    assert [h["valid_acc"] for h in full["history"]] == [h["valid_acc"] for h in again["history"]]
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in again["history"]]
+
+    steps = full["steps_per_epoch"]
+    with pytest.raises(FerError) as e:
+        _run(synthetic_data, tmp_path, name="cut", stop_at_step=steps + 3)  # mid-epoch 2
+    assert e.value.code == INTERRUPTED and "fer train --resume" in str(e.value)
+    resumed = _run(synthetic_data, tmp_path, name="ignored", resume=str(tmp_path / "runs" / "train" / "cut"))
+    assert resumed["run_dir"].endswith("cut")
+    for a, b in zip(full["history"], resumed["history"], strict=True):
+        assert a["valid_acc"] == b["valid_acc"] and a["train_acc"] == b["train_acc"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    w_full = load_file(tmp_path / "runs" / "train" / "full" / "last.safetensors")
+    w_res = load_file(tmp_path / "runs" / "train" / "cut" / "last.safetensors")
+    for k in ("features.0.0.weight", "head.1.weight"):
+        torch.testing.assert_close(w_full[k], w_res[k], rtol=0, atol=0)
+
+
+def test_early_stopping(synthetic_data, tmp_path):
+    out = _run(synthetic_data, tmp_path, epochs=8, lr=1e-6, patience=1)  # too small an lr to keep improving
+    assert out["stopped_early"] and out["epochs_run"] < 8
+
+
+def test_small_net_learns_synthetic_faces_to_90_percent(tmp_path):
+    from fercli.prep import prepare
+
+    prepare([], str(tmp_path / "d.safetensors"), synthetic=2800, seed=1)
+    out = _run(tmp_path / "d.safetensors", tmp_path, arch="vgg4s", width=None, epochs=3, lr=0.05,
+               rotate=0.0, scale=0.0, translate=0.0, flip=0.0, erase=0.0)  # fmt: skip
+    assert out["best_valid_acc"] >= 0.90, out["history"]
+
+
+def test_registry_lists_choices_and_rejects_unknown():
+    assert {"vgg5", "vgg4", "vgg4s", "alexnet", "vgg", "resnet18"} <= set(models.names())
+    with pytest.raises(FerError, match="unknown network 'nope' \\(choose from vgg5, "):
+        models.create("nope")
+    # vgg5 is the study's network: 5 stages of 3 x (Conv, ReLU, BN), MaxPool, Dropout(0.5).
+    net = models.create("vgg5")
+    stage = net.features[0]
+    kinds = [type(m).__name__ for m in stage]
+    assert kinds == ["Conv2d", "ReLU", "BatchNorm2d"] * 3 + ["MaxPool2d", "Dropout"]
+    assert [s[0].out_channels for s in net.features] == [64, 128, 256, 512, 512]
+    assert net(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_onecycle_schedule_shape():
+    r = build_recipe("default", {})
+    lrs = [lr_at(r, s, 1000) for s in range(1000)]
+    assert lrs[0] == pytest.approx(0.004) and max(lrs) == pytest.approx(0.1, rel=1e-3)
+    assert lrs.index(max(lrs)) == 150 and lrs[-1] < 1e-4
+
+
+def test_cli_plain_lines_json_and_errors(synthetic_data, tmp_path):
+    r = fer_subprocess("train", "--data", synthetic_data, "--arch", "vgg4s", "--width", "0.125", "--epochs", "2",
+                       "--batch", "64", "--device", "cpu", "--project", tmp_path / "runs", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2] and {"loss", "train_acc", "valid_acc"} <= set(rows[0])
+    err = r.stderr.decode()
+    assert "epoch 1/2 loss" in err and "valid_acc" in err and "\x1b[" not in err  # plain, no escape codes
+    r = fer_subprocess("train", "--data", synthetic_data, "--arch", "resnet99", "--project", tmp_path / "runs")
+    assert r.returncode == 2 and b"unknown network 'resnet99' (choose from vgg5" in r.stderr
+    assert b"Traceback" not in r.stderr
+    r = fer_subprocess("train", "--data", tmp_path / "missing.safetensors", "--project", tmp_path / "runs")
+    assert r.returncode == 3 and b"no such file" in r.stderr
+
+
+def test_ctrl_c_saves_last_and_says_how_to_resume(synthetic_data, tmp_path):
+    cmd = [sys.executable, "-m", "fercli", "train", "--data", str(synthetic_data), "--arch", "vgg4s", "--epochs", "50",
+           "--batch", "16", "--device", "cpu", "--project", str(tmp_path / "runs")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (tmp_path / "runs" / "train" / "exp" / "args.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == INTERRUPTED, err
+    assert b"Resume with: fer train --resume" in err and b"Traceback" not in err
+    meta = read_meta(tmp_path / "runs" / "train" / "exp" / "last.safetensors")
+    assert meta["resume"]["epoch"] >= 1
+    model, _ = load_model(tmp_path / "runs" / "train" / "exp" / "last.safetensors")
+    assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)
