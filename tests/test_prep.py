@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, write_csv
 from fercli.classes import SPLITS
 from fercli.errors import FerError
 from fercli.prep import carve_val, prepare
 from fercli.prepared import PreparedData
+
+from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, write_csv
 
 
 def _split(data: PreparedData, name: str) -> np.ndarray:

@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fer_subprocess
 from fercli import models
 from fercli.checkpoint import load_model, read_meta
 from fercli.errors import INTERRUPTED, FerError
 from fercli.recipe import build_recipe, lr_at
 from fercli.train import RunSettings, train
+
+from conftest import fer_subprocess
 
 TINY = dict(arch="vgg4s", width=0.125, epochs=3, batch=32, lr=0.05)
 

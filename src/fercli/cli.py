@@ -7,6 +7,7 @@ matplotlib are imported inside the commands that need them.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -144,6 +145,82 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="JSON on std
     console.show(table)
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Path | None = typer.Argument(None, help="Checkpoint or run folder [newest run's best.safetensors]."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    split: str = typer.Option("val", help="Split to evaluate: val, test or train."),
+    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
+    json_out: bool = typer.Option(False, "--json", help="The metrics as one JSON object on stdout."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+) -> None:
+    """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
+    import json
+
+    from fercli.evaluate import evaluate, metrics_table, resolve_model
+
+    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device)
+    console.show(metrics_table(m))
+    if json_out:
+        console.data_out(json.dumps(m))
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Checkpoint (.safetensors) or run folder."),
+    inputs: list[str] = typer.Argument(
+        ..., help="CSV (any layout, or - for stdin), prepared file, image, folder or zip."
+    ),
+    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
+    probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
+    names: bool = typer.Option(False, "--names", help="Emotion names instead of codes 0..6."),
+    batch: int = typer.Option(256, help="Faces per forward pass."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Predict emotions; CSV `id,emotion` on stdout (and nothing else there)."""
+    from fercli.checkpoint import find_checkpoint
+    from fercli.predict import predict_stream
+
+    ckpt = find_checkpoint(model)
+    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad)
+    if out is None:
+        n = predict_stream(ckpt, inputs, sys.stdout, **kw)
+    else:
+        from fercli.atomic import atomic_path
+
+        with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+            n = predict_stream(ckpt, inputs, f, **kw)
+    console.info(f"predicted {n} faces" + (f" into {out}" if out else ""))
+
+
+@app.command()
+def confmat(
+    model: Path | None = typer.Argument(None, help="Checkpoint or run folder [newest run's best.safetensors]."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    split: str = typer.Option("val", help="Split: val, test or train."),
+    out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write."),
+    normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
+    csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
+    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+) -> None:
+    """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
+    from fercli.classes import CLASSES
+    from fercli.evaluate import confmat_figure, evaluate, resolve_model
+
+    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device)
+    confmat_figure(m, out, normalize_only=normalize)
+    if csv_out:
+        console.data_out("true\\predicted," + ",".join(CLASSES))
+        for c, row in zip(CLASSES, m["confusion"]):
+            console.data_out(c + "," + ",".join(map(str, row)))
+    console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")
+
+
 GLOBAL_FLAGS = {"-q": "--quiet", "--quiet": "--quiet", "--debug": "--debug"}
 
 
@@ -156,6 +233,10 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console-script entry: run the app, map FerError to its exit code, keep pipes quiet."""
+    if hasattr(signal, "SIGPIPE"):
+        # A reader that goes away (`fer predict ... | head`) ends us as it ends any Unix filter:
+        # silently, status 141. Files written with -o are never pipes, so no output is cut short.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         app(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
     except FerError as e:

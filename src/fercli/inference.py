@@ -32,9 +32,8 @@ def predict_probs(
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        xb = (
-            torch.as_tensor(np.asarray(images[i : i + batch])) if not torch.is_tensor(images) else images[i : i + batch]
-        )
+        # np.array copies a memory-mapped slice into writable memory, as torch expects
+        xb = images[i : i + batch] if torch.is_tensor(images) else torch.from_numpy(np.array(images[i : i + batch]))
         x = normalize(xb.to(device, non_blocking=True), mean, std)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,117 @@
+"""`fer eval` and `fer confmat`: metrics of a checkpoint on a split of a prepared file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fercli import console
+from fercli.classes import CLASSES
+from fercli.errors import FerError
+from fercli.runs import DEFAULT_PROJECT, latest_run
+
+
+def resolve_model(model: str | os.PathLike | None, project: str | os.PathLike = DEFAULT_PROJECT) -> Path:
+    """MODEL as given (a checkpoint or a run folder), or the newest run's best.safetensors."""
+    from fercli.checkpoint import find_checkpoint
+
+    if model is None:
+        path = latest_run(project) / "best.safetensors"
+        console.default_used("MODEL", path)
+        return path
+    return find_checkpoint(model)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int = len(CLASSES)) -> np.ndarray:
+    """[k,k] counts: rows are the true class, columns the predicted one."""
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+
+
+def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(1, cm.sum())),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "n": int(cm.sum()),
+        "per_class": {
+            c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for c, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
+        },
+        "confusion": cm.tolist(),
+    }
+
+
+def evaluate(
+    model_path: str | os.PathLike, data_path: str, split: str = "val", tta: bool = False, device: str = "auto"
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support of a checkpoint on one split."""
+    from fercli.checkpoint import load_model
+    from fercli.device import pick_device
+    from fercli.inference import predict_probs
+    from fercli.prepared import PreparedData
+
+    data = PreparedData.open(data_path)
+    idx = data.indices(split, labeled_only=True)
+    if not len(idx):
+        raise FerError(f"{data_path}: the {split} split has no labeled faces to evaluate on")
+    dev = pick_device(device, announce=False)
+    model, meta = load_model(model_path, dev)
+    norm = meta["normalize"]
+    probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], dev, tta=tta)
+    pred = probs.argmax(1).numpy()
+    out = metrics_from_confusion(confusion(data.labels[idx], pred))
+    out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta})
+    return out
+
+
+def metrics_table(m: dict[str, Any]):
+    from rich.table import Table
+
+    title = f"{m['split']}: accuracy {100 * m['accuracy']:.2f}%, macro-F1 {100 * m['macro_f1']:.2f}% ({m['n']} faces)"
+    table = Table(title=title)
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c, row in m["per_class"].items():
+        table.add_row(c, *(f"{100 * row[k]:.1f}%" for k in ("precision", "recall", "f1")), str(row["support"]))
+    return table
+
+
+def confmat_figure(m: dict[str, Any], path: str | os.PathLike, normalize_only: bool = False) -> None:
+    """Counts and row-normalised percentages side by side (or only the latter), class names on both axes."""
+    from fercli.plots import _plt, save_figure
+
+    plt = _plt()
+    cm = np.asarray(m["confusion"])
+    rows = cm.sum(1, keepdims=True)
+    pct = np.divide(100 * cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    panels = [("recall per true class (%)", pct, "{:.0f}")]
+    if not normalize_only:
+        panels.insert(0, ("counts", cm, "{:d}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.4))
+    axes = np.atleast_1d(axes)
+    for ax, (title, mat, fmt) in zip(axes, panels):
+        im = ax.imshow(mat, cmap="Blues")
+        ax.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xlabel="predicted", ylabel="true", title=title)
+        ax.set_xticklabels(CLASSES, rotation=45, ha="right")
+        ax.set_yticklabels(CLASSES)
+        hi = mat.max() if mat.size else 0
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                v = mat[i, j]
+                ax.text(j, i, fmt.format(int(v) if fmt == "{:d}" else v), ha="center", va="center",
+                        color="white" if v > hi / 2 else "black", fontsize=8)  # fmt: skip
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"{Path(str(m['model'])).parent.name or m['model']} on {m['split']}: "
+                 f"accuracy {100 * m['accuracy']:.2f}% ({m['n']} faces)")  # fmt: skip
+    fig.tight_layout()
+    save_figure(fig, path)

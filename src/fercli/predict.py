@@ -1,0 +1,102 @@
+"""`fer predict`: a submission CSV from any input, streamed.
+
+Inputs: a CSV in any layout prep reads (or - for stdin), a prepared data file, an image file, or a
+folder or zip of images. Rows come out as soon as their block is predicted (the CSV is read in ~8 MB
+blocks, images in batches), so memory stays bounded and `| head` sees the first rows at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from fercli.classes import CLASSES
+from fercli.errors import FerError
+
+
+def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, uint8 faces [n,48,48]) blocks of one input."""
+    from fercli.csvfaces import CsvFaces
+    from fercli.imagefaces import IMAGE_EXTENSIONS, ImageFaces, decode_face
+    from fercli.prepared import PreparedData
+
+    lower = path.lower()
+    if path != "-" and (os.path.isdir(path) or lower.endswith((".zip", *IMAGE_EXTENSIONS))):
+        faces = ImageFaces(path)
+        ids, imgs = [], []
+        for entry in faces.entries:
+            try:
+                img = decode_face(*faces.read_bytes(entry))
+            except FerError:
+                if skip_bad:
+                    continue
+                raise
+            ids.append(faces.display_name(entry))
+            imgs.append(img)
+            if len(imgs) == batch:
+                yield ids, np.stack(imgs)
+                ids, imgs = [], []
+        if imgs:
+            yield ids, np.stack(imgs)
+    elif lower.endswith(".safetensors"):
+        data = PreparedData.open(path)
+        for i in range(0, len(data), batch):
+            yield [str(k) for k in range(i, min(i + batch, len(data)))], data.images[i : i + batch]
+    else:
+        for chunk in CsvFaces(path, skip_bad=skip_bad):
+            yield chunk.ids, chunk.images
+
+
+def _fmt_rows(ids: list[str], probs: np.ndarray, names: bool, with_probs: bool) -> str:
+    pred = probs.argmax(1)
+    labels = [CLASSES[p] for p in pred] if names else [str(p) for p in pred]
+    if not with_probs:
+        return "".join(f"{_csv_field(i)},{lab}\n" for i, lab in zip(ids, labels))
+    cols = [",".join(f"{v:.6f}" for v in row) for row in probs]
+    return "".join(f"{_csv_field(i)},{lab},{c}\n" for i, lab, c in zip(ids, labels, cols))
+
+
+def _csv_field(text: str) -> str:
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def predict_stream(
+    model_path: str | os.PathLike,
+    inputs: list[str],
+    out: TextIO,
+    *,
+    tta: bool = False,
+    probs: bool = False,
+    names: bool = False,
+    batch: int = 256,
+    device: str = "auto",
+    skip_bad: bool = False,
+) -> int:
+    """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out`; return the count."""
+    from fercli.checkpoint import load_model
+    from fercli.device import pick_device
+    from fercli.inference import predict_probs
+
+    if batch < 1:
+        raise FerError("--batch must be at least 1", 2)
+    if sum(i == "-" for i in inputs) > 1:
+        raise FerError("stdin (-) can be read only once", 2)
+    dev = pick_device(device, announce=False)
+    model, meta = load_model(model_path, dev)
+    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    header = "id,emotion" + ("".join(f",p_{c}" for c in CLASSES) if probs else "")
+    out.write(header + "\n")
+    count = 0
+    for path in inputs:
+        for ids, faces in _faces(path, batch, skip_bad):
+            p = predict_probs(model, torch.from_numpy(np.array(faces)), mean, std, dev, batch, tta)
+            out.write(_fmt_rows(ids, p.numpy(), names, probs))
+            out.flush()
+            count += len(ids)
+    return count
