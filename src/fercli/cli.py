@@ -221,6 +221,143 @@ def confmat(
     console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")
 
 
+def _model_and_data(model: Path | None, data: Path | None, project: Path, device: str):
+    """Load MODEL (default: newest run's best) and open the prepared data (default path)."""
+    from fercli.checkpoint import load_model
+    from fercli.device import pick_device
+    from fercli.evaluate import resolve_model
+    from fercli.prepared import PreparedData
+
+    dev = pick_device(device, announce=False)
+    net, meta = load_model(resolve_model(model, project), dev)
+    return net, meta, PreparedData.open(_data_path(data)), dev
+
+
+@app.command()
+def saliency(
+    index: list[int] = typer.Option(None, "--index", "-i", help="Face index within the split; repeatable."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or run folder [newest run's best]."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    split: str = typer.Option("val", help="Split the indices refer to."),
+    method: str = typer.Option("grad", help="grad, smoothgrad, ig, gradcam or all."),
+    target: str = typer.Option("pred", help="Class to explain: pred, label, a class name or 0..6."),
+    per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per emotion instead of --index."),
+    out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write."),
+    npy: Path | None = typer.Option(None, "--npy", help="Also write the raw maps [faces, methods, 48, 48] here."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+) -> None:
+    """Saliency maps: which pixels move the class score (grad, smoothgrad, integrated gradients, Grad-CAM)."""
+    import numpy as np
+
+    from fercli.atomic import atomic_path
+    from fercli.errors import USAGE, FerError
+    from fercli.explain import METHODS, explain, per_class_figure, saliency_figure
+
+    methods = list(METHODS) if method == "all" else [method]
+    if method != "all" and method not in METHODS:
+        raise FerError(f"unknown --method '{method}' (choose from {', '.join(METHODS)}, all)", USAGE)
+    net, meta, d, dev = _model_and_data(model, data, project, device)
+    pool = d.indices(split)
+    if per_class:
+        labeled = pool[d.labels[pool] >= 0]
+        idx = np.concatenate([labeled[d.labels[labeled] == c][:per_class] for c in range(7)])
+    else:
+        if not index:
+            raise FerError("give --index I (repeatable) or --per-class K", USAGE)
+        bad = [i for i in index if not 0 <= i < len(pool)]
+        if bad:
+            raise FerError(f"--index {bad[0]}: the {split} split has faces 0..{len(pool) - 1}", USAGE)
+        idx = pool[index]
+    images, labels = np.array(d.images[idx]), np.array(d.labels[idx])
+    res = explain(net, meta, images, labels, methods, target, dev)
+    if per_class:
+        per_class_figure(images, labels, res, out, per_class)
+    else:
+        saliency_figure(images, labels, res, [f"{split} #{i}" for i in index], out)
+    if npy is not None:
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, res["maps"])
+    console.info(f"wrote {out}" + (f" and {npy}" if npy else ""))
+
+
+@app.command()
+def ascent(
+    layer: str = typer.Option("-1", "--layer", "-l", help="Conv layer name or position (-1 last); `list` lists them."),
+    filters: str = typer.Option("0:16", help="Filters as start:stop or a,b,c (classes with --class-vis)."),
+    steps: int = typer.Option(200, help="Ascent steps."),
+    lr: float = typer.Option(0.1, help="Initial step size (normalised gradient units); decays to 10%."),
+    jitter: int = typer.Option(2, help="Random shift per step, pixels."),
+    tv: float = typer.Option(0.05, help="Total-variation penalty weight."),
+    blur_every: int = typer.Option(4, help="Blur every N steps (0 = never)."),
+    class_vis: bool = typer.Option(False, "--class-vis", help="Maximise class scores instead of filters."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or run folder [newest run's best]."),
+    out: Path = typer.Option(Path("ascent.png"), "--out", "-o", help="PNG to write."),
+    seed: int = typer.Option(0, help="Seed of the starting noise and the jitter."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+) -> None:
+    """Gradient-ascent images: what excites each filter of a layer (or each class)."""
+    from fercli.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
+    from fercli.checkpoint import load_model
+    from fercli.device import pick_device
+    from fercli.evaluate import resolve_model
+
+    dev = pick_device(device, announce=False)
+    net, meta = load_model(resolve_model(model, project), dev)
+    if layer == "list":
+        for name, conv in conv_layers(net).items():
+            console.data_out(f"{name},{conv.out_channels}")
+        return
+    if class_vis:
+        chosen = parse_filters(filters if filters != "0:16" else "0:7", 7)
+        labels, title = class_labels(chosen), "class visualisation"
+    else:
+        name, conv = pick_layer(net, layer)
+        chosen = parse_filters(filters, conv.out_channels)
+        labels, title = [f"filter {f}" for f in chosen], f"layer {name}"
+    imgs = ascend(net, meta, layer, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev)
+    ascent_figure(imgs, labels, title, out)
+    console.info(f"wrote {out}")
+
+
+@app.command()
+def audit(
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or run folder [newest run's best]."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    split: str = typer.Option("train", help="Split to audit."),
+    top: int = typer.Option(8, help="Suspects per class."),
+    out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write."),
+    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+) -> None:
+    """Faces most likely mislabelled (highest loss under their label): a gallery PNG, and CSV on stdout."""
+    import numpy as np
+
+    from fercli.audit import audit_figure, find_suspects
+    from fercli.classes import CLASSES
+    from fercli.errors import USAGE, FerError
+    from fercli.inference import predict_probs
+
+    if top < 1:
+        raise FerError("--top must be at least 1", USAGE)
+    net, meta, d, dev = _model_and_data(model, data, project, device)
+    idx = d.indices(split, labeled_only=True)
+    if not len(idx):
+        raise FerError(f"the {split} split has no labeled faces", USAGE)
+    norm = meta["normalize"]
+    probs = predict_probs(net, d.images[idx], norm["mean"], norm["std"], dev, tta=tta).numpy()
+    rows = find_suspects(probs, d.labels[idx], top)
+    audit_figure(np.array(d.images[idx]), rows, top, out)
+    console.data_out("index,source_row,given,predicted,confidence,loss")
+    for r in rows:
+        i = idx[r["i"]]
+        console.data_out(f"{i},{d.rows[i]},{CLASSES[r['given']]},{CLASSES[r['predicted']]},"
+                         f"{r['confidence']:.4f},{r['loss']:.4f}")  # fmt: skip
+    console.info(f"wrote {out}")
+
+
 GLOBAL_FLAGS = {"-q": "--quiet", "--quiet": "--quiet", "--debug": "--debug"}
 
 

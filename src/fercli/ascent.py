@@ -1,0 +1,139 @@
+"""`fer ascent`: gradient ascent images, all requested filters at once as one batch.
+
+From small random noise, maximise the mean activation of filter f of a conv layer (image f of the
+batch works on filter f), or a class score with `--class-vis`. Readability comes from three
+regularisers: a random jitter (roll) each step, a light blur every `blur_every` steps, and a
+total-variation penalty. Pixels stay in the valid range [0,255] (in normalised units), and the step
+size decays linearly to 10%.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.errors import USAGE, FerError
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def pick_layer(model: nn.Module, layer: str) -> tuple[str, nn.Conv2d]:
+    """A conv layer by name (see --layer list) or by position (0 first, -1 last)."""
+    layers = conv_layers(model)
+    names = list(layers)
+    if layer in layers:
+        return layer, layers[layer]
+    try:
+        k = int(layer)
+        return names[k], layers[names[k]]
+    except (ValueError, IndexError):
+        pass
+    raise FerError(f"unknown layer '{layer}' (choose from {', '.join(names)}, or a position like -1)", USAGE)
+
+
+def parse_filters(spec: str, limit: int) -> list[int]:
+    """'0:16', '3', '1,5,9' -> filter indices below `limit`."""
+    try:
+        if ":" in spec:
+            a, b = spec.split(":", 1)
+            out = list(range(int(a or 0), int(b) if b else limit))
+        else:
+            out = [int(v) for v in spec.split(",")]
+    except ValueError as e:
+        raise FerError(f"--filters must look like 0:16 or 1,5,9, got '{spec}'", USAGE) from e
+    bad = [f for f in out if not 0 <= f < limit]
+    if bad or not out:
+        raise FerError(f"--filters {spec}: this layer has filters 0..{limit - 1}", USAGE)
+    return out
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device)
+    k = (k[:, None] * k[None, :]) / 16
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
+
+
+def ascend(
+    model: nn.Module, meta: dict[str, Any], layer: str | None, filters: list[int], steps: int = 200,
+    lr: float = 0.1, jitter: int = 2, tv: float = 0.05, blur_every: int = 4, class_vis: bool = False,
+    seed: int = 0, device: torch.device | str = "cpu",
+) -> np.ndarray:  # fmt: skip
+    """uint8 images [F,48,48], one per filter (or class), each maximising its own unit."""
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    lo, hi = (0 - mean) / std, (1 - mean) / std
+    g = torch.Generator(device=dev).manual_seed(seed)
+    n = len(filters)
+    x = (torch.randn(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=g, device=dev) * 0.1).clamp(lo, hi)
+    idx = torch.tensor(filters, device=dev)
+    store: dict[str, torch.Tensor] = {}
+    hook = None
+    if not class_vis:
+        _, conv = pick_layer(model, layer or "-1")
+        hook = conv.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+    try:
+        for step in range(steps):
+            dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g, device=dev))
+            xj = torch.roll(x, (dy, dx), (2, 3)).detach().requires_grad_(True)
+            logits = model(xj)
+            if class_vis:
+                objective = logits.gather(1, idx[:, None]).squeeze(1)  # [F]
+            else:
+                act = store["a"]  # [F,C,h,w]
+                objective = act[torch.arange(n, device=dev), idx].mean((1, 2))  # [F]
+            tv_pen = (xj[..., 1:, :] - xj[..., :-1, :]).abs().mean((1, 2, 3)) + (
+                xj[..., :, 1:] - xj[..., :, :-1]
+            ).abs().mean((1, 2, 3))
+            (grad,) = torch.autograd.grad((objective - tv * tv_pen).sum(), xj)
+            grad = torch.roll(grad, (-dy, -dx), (2, 3))
+            grad = grad / (grad.std((1, 2, 3), keepdim=True) + 1e-8)  # per-image normalised step
+            step_size = lr * (1 - 0.9 * step / max(1, steps - 1))
+            with torch.no_grad():
+                x = (x + step_size * grad).clamp(lo, hi)
+                if blur_every and step % blur_every == 0 and step < steps - 1:
+                    x = _blur(x)
+    finally:
+        if hook is not None:
+            hook.remove()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    img = (x.detach()[:, 0] * std + mean).clamp(0, 1)
+    # Stretch each image to the full range so faint patterns are visible; the grid says so.
+    lo_i = img.amin((1, 2), keepdim=True)
+    hi_i = img.amax((1, 2), keepdim=True)
+    img = (img - lo_i) / (hi_i - lo_i + 1e-8)
+    return (img * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def ascent_figure(images: np.ndarray, labels: list[str], title: str, path: str | os.PathLike) -> None:
+    from fercli.plots import _plt, save_figure
+
+    plt = _plt()
+    n = len(images)
+    cols = min(8, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        ax = axes.flat[i]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(lab, fontsize=8)
+    fig.suptitle(title + " (each image contrast-stretched)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def class_labels(filters: list[int]) -> list[str]:
+    return [CLASSES[f] for f in filters]

@@ -1,0 +1,206 @@
+"""What the network looks at: saliency maps (grad, smoothgrad, integrated gradients, Grad-CAM) and the
+`fer saliency` figures. 1-channel 48x48 faces natively; every map is [48,48].
+
+All methods take normalised faces x [B,1,48,48] and target classes [B] and return maps [B,48,48]:
+- grad: |d score_c / d x|, the study's method as its text describes it;
+- smoothgrad: |gradient| averaged over noisy copies of x (noise 15% of the face's value range);
+- ig: integrated gradients from a black face, (x - x0) * mean gradient along the straight path
+  (trapezoid rule); the attributions sum to score(x) - score(x0) (completeness);
+- gradcam: ReLU of the last conv layer's activations weighted by their mean gradient, upsampled.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.errors import USAGE, FerError
+
+METHODS = ("grad", "smoothgrad", "ig", "gradcam")
+
+
+def _score_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    scores = model(x).gather(1, target[:, None]).squeeze(1)  # [B]: logit of each face's target class
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    return grad, scores.detach()
+
+
+def grad_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return _score_grad(model, x, target)[0].abs()[:, 0]
+
+
+def smoothgrad_map(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, samples: int = 25, noise: float = 0.15, seed: int = 0
+) -> torch.Tensor:
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    span = (x.amax((1, 2, 3)) - x.amin((1, 2, 3))).view(-1, 1, 1, 1)
+    total = torch.zeros_like(x)
+    for _ in range(samples):
+        eps = torch.randn(x.shape, generator=g, device=x.device) * noise * span
+        total += _score_grad(model, x + eps, target)[0].abs()
+    return (total / samples)[:, 0]
+
+
+def ig_map(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor, steps: int = 64
+) -> torch.Tensor:
+    """Signed integrated-gradients attributions [B,48,48]."""
+    alphas = torch.linspace(0, 1, steps + 1, device=x.device, dtype=x.dtype)
+    weights = torch.full_like(alphas, 1.0 / steps)
+    weights[0] = weights[-1] = 0.5 / steps  # trapezoid rule
+    total = torch.zeros_like(x)
+    for a, w in zip(alphas, weights):
+        total += w * _score_grad(model, baseline + a * (x - baseline), target)[0]
+    return ((x - baseline) * total)[:, 0]
+
+
+def _last_conv(model: nn.Module) -> nn.Module:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise FerError("gradcam needs a network with convolution layers", USAGE)
+    return convs[-1]
+
+
+def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    layer = _last_conv(model)
+    store: dict[str, torch.Tensor] = {}
+    hook = layer.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+    try:
+        scores = model(x).gather(1, target[:, None]).sum()
+    finally:
+        hook.remove()
+    act = store["a"]  # [B,C,h,w]
+    (grad,) = torch.autograd.grad(scores, act)
+    cam = F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True))  # [B,1,h,w]
+    return F.interpolate(cam, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)[:, 0].detach()
+
+
+def saliency(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, baseline: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Maps [B,48,48] of one method; `baseline` (normalised black face) is needed by ig."""
+    if method == "grad":
+        return grad_map(model, x, target)
+    if method == "smoothgrad":
+        return smoothgrad_map(model, x, target)
+    if method == "ig":
+        return ig_map(model, x, target, baseline if baseline is not None else torch.zeros_like(x))
+    if method == "gradcam":
+        return gradcam_map(model, x, target)
+    raise FerError(f"unknown method '{method}' (choose from {', '.join(METHODS)}, all)", USAGE)
+
+
+def parse_target(target: str) -> str | int:
+    """pred, label, a class name or a code 0..6."""
+    t = target.lower()
+    if t in ("pred", "label"):
+        return t
+    if t in CLASSES:
+        return CLASSES.index(t)
+    if t.isdigit() and int(t) < len(CLASSES):
+        return int(t)
+    raise FerError(f"--target must be pred, label, a class name or 0..6, got '{target}'", USAGE)
+
+
+def explain(
+    model: nn.Module, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray, methods: list[str],
+    target: str = "pred", device: torch.device | str = "cpu",
+) -> dict[str, Any]:  # fmt: skip
+    """Maps for faces uint8 [B,48,48]: {"maps": [B,M,48,48], "pred", "prob", "target", ...} as numpy."""
+    from fercli.inference import normalize
+
+    dev = torch.device(device)
+    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    model = model.to(dev).eval()
+    x = normalize(torch.from_numpy(np.array(images)).to(dev), mean, std)
+    with torch.no_grad():
+        probs = model(x).float().softmax(1)
+    pred = probs.argmax(1)
+    t = parse_target(target)
+    if t == "pred":
+        tgt = pred
+    elif t == "label":
+        if (labels < 0).any():
+            raise FerError("--target label needs labeled faces; these have none", USAGE)
+        tgt = torch.from_numpy(np.asarray(labels)).to(dev)
+    else:
+        tgt = torch.full_like(pred, int(t))
+    baseline = normalize(torch.zeros_like(torch.from_numpy(np.array(images))).to(dev), mean, std)
+    maps = torch.stack([saliency(model, x, tgt, m, baseline) for m in methods], 1)  # [B,M,48,48]
+    return {
+        "maps": maps.cpu().numpy(), "methods": methods, "pred": pred.cpu().numpy(),
+        "prob": probs.gather(1, pred[:, None])[:, 0].cpu().numpy(), "target": tgt.cpu().numpy(),
+    }  # fmt: skip
+
+
+def saliency_figure(
+    images: np.ndarray, labels: np.ndarray, result: dict[str, Any], titles: list[str], path: str | os.PathLike
+) -> None:
+    """One row per face: the face, each method's map (with a colour bar), and an overlay of the first map."""
+    from fercli.plots import _plt, save_figure
+
+    plt = _plt()
+    maps, methods = result["maps"], result["methods"]
+    cols = 1 + len(methods) + 1
+    fig, axes = plt.subplots(len(images), cols, figsize=(2.6 * cols, 2.7 * len(images)), squeeze=False)
+    for r, img in enumerate(images):
+        given = CLASSES[labels[r]] if labels[r] >= 0 else "unlabeled"
+        pred = CLASSES[result["pred"][r]]
+        axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=255)
+        axes[r, 0].set_title(f"{titles[r]}\ntrue {given}\npred {pred} ({100 * result['prob'][r]:.0f}%)", fontsize=8)
+        for m, method in enumerate(methods):
+            ax = axes[r, 1 + m]
+            signed = method == "ig"
+            mp = maps[r, m]
+            lim = float(np.abs(mp).max()) or 1.0
+            im = ax.imshow(mp, cmap="RdBu_r" if signed else "inferno", vmin=-lim if signed else 0, vmax=lim)
+            ax.set_title(f"{method} (target {CLASSES[result['target'][r]]})", fontsize=8)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        over = np.abs(maps[r, 0])
+        axes[r, -1].imshow(img, cmap="gray", vmin=0, vmax=255)
+        axes[r, -1].imshow(over / (over.max() or 1.0), cmap="inferno", alpha=0.55)
+        axes[r, -1].set_title(f"overlay ({methods[0]})", fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def per_class_figure(
+    images: np.ndarray, labels: np.ndarray, result: dict[str, Any], path: str | os.PathLike, k: int
+) -> None:
+    """A grid of k faces per emotion: each face, then its map as an overlay, side by side."""
+    from fercli.plots import _plt, save_figure
+
+    plt = _plt()
+    classes = sorted(set(int(c) for c in labels))
+    fig, axes = plt.subplots(len(classes), 2 * k, figsize=(1.6 * 2 * k, 1.9 * len(classes)), squeeze=False)
+    for r, c in enumerate(classes):
+        idx = np.flatnonzero(labels == c)[:k]
+        for j in range(k):
+            a, b = axes[r, 2 * j], axes[r, 2 * j + 1]
+            for ax in (a, b):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if j >= len(idx):
+                a.axis("off")
+                b.axis("off")
+                continue
+            i = idx[j]
+            a.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            mp = np.abs(result["maps"][i, 0])
+            b.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            b.imshow(mp / (mp.max() or 1.0), cmap="inferno", alpha=0.6)
+            b.set_title(f"pred {CLASSES[result['pred'][i]]}", fontsize=7)
+        axes[r, 0].set_ylabel(CLASSES[c], fontsize=10)
+    fig.suptitle(f"{result['methods'][0]} saliency, {k} faces per emotion")
+    fig.tight_layout()
+    save_figure(fig, path)
