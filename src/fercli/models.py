@@ -132,7 +132,7 @@ def vgg(width: float = 1.0, convs: tuple[int, ...] = (2, 2, 2, 2), fc: int = 102
     return Net(features, mlp_head(chans[-1] * size * size, [_ch(fc, width)] * 2, dropout))
 
 
-@register("the modern default: vgg with 4 stages 64-128-256-512 of 2 convs, FC 1024-1024 (71.97% PrivateTest)")
+@register("the default: vgg with 4 stages 64-128-256-512 of 2 convs each, FC 1024-1024")
 def vgg4(width: float = 1.0) -> nn.Module:
     return vgg(width=width)
 

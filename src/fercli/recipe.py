@@ -1,8 +1,9 @@
 """Training hyperparameters, all in one place, with their units.
 
-The default recipe is the one measured at 71.97% FER2013 PrivateTest (70.3% PublicTest) with vgg4 in
-243 s on one H100 (issue #3, the issue author's own script, same data). The `study` preset reproduces
-the original study's recipe (vgg5, 63.7% PrivateTest, 102 s on the same H100).
+The default recipe is the one that reached 71.97% FER2013 PrivateTest (70.3% PublicTest) with a 4-stage
+VGG in 243 s on one H100 in the issue author's own script (issue #3); fercli's own run of it on FER2013
+still needs a GPU session. The `study` preset is the original study's recipe (vgg5, 63.7% PrivateTest,
+102 s on the same H100, same source).
 """
 
 from __future__ import annotations
