@@ -27,6 +27,13 @@ app = typer.Typer(
 
 _debug = {"on": bool(os.environ.get("FER_DEBUG"))}
 
+# Options that several commands share, declared once.
+DEVICE_OPT = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps.")
+PROJECT_OPT = typer.Option(Path("runs"), help="Where to look for the newest run.")
+DATA_OPT = typer.Option(None, "--data", "-d", help="Prepared data file (default fer-data.safetensors).")
+TTA_OPT = typer.Option(False, "--tta", help="Average over a horizontal flip.")
+MODEL_OPT = typer.Option(None, "--model", "-m", help="Checkpoint or run folder (default: the newest run's best).")
+
 
 def _version(value: bool) -> None:
     if value:
@@ -58,7 +65,7 @@ def prep(
     sources: list[str] = typer.Argument(
         None, help="CSV files (fer2013.csv, train.csv, test.csv; gzip ok), image folders or zips, or - for stdin."
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Prepared file to write [fer-data.safetensors]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Prepared file to write (default fer-data.safetensors)."),
     val_frac: float = typer.Option(0.1, help="Fraction of train carved out as val when no source has a val split."),
     seed: int = typer.Option(0, help="Seed for the val carve and for --synthetic."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
@@ -78,7 +85,7 @@ def prep(
 
 @app.command()
 def train(
-    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    data: Path | None = DATA_OPT,
     recipe: str = typer.Option("default", help="Starting recipe: default (vgg4, 71.97%), study (vgg5), cpu."),
     arch: str | None = typer.Option(None, help="Network (see `fer models`)."),
     width: float | None = typer.Option(None, help="Channel multiplier of the network."),
@@ -147,13 +154,15 @@ def list_models(json_out: bool = typer.Option(False, "--json", help="JSON on std
 
 @app.command("eval")
 def eval_cmd(
-    model: Path | None = typer.Argument(None, help="Checkpoint or run folder [newest run's best.safetensors]."),
-    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    model: Path | None = typer.Argument(
+        None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
+    ),
+    data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split to evaluate: val, test or train."),
-    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
+    tta: bool = TTA_OPT,
     json_out: bool = typer.Option(False, "--json", help="The metrics as one JSON object on stdout."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
 ) -> None:
     """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
     import json
@@ -172,13 +181,13 @@ def predict(
     inputs: list[str] = typer.Argument(
         ..., help="CSV (any layout, or - for stdin), prepared file, image, folder or zip."
     ),
-    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
+    tta: bool = TTA_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
     names: bool = typer.Option(False, "--names", help="Emotion names instead of codes 0..6."),
     batch: int = typer.Option(256, help="Faces per forward pass."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = DEVICE_OPT,
 ) -> None:
     """Predict emotions; CSV `id,emotion` on stdout (and nothing else there)."""
     from fercli.checkpoint import find_checkpoint
@@ -198,15 +207,17 @@ def predict(
 
 @app.command()
 def confmat(
-    model: Path | None = typer.Argument(None, help="Checkpoint or run folder [newest run's best.safetensors]."),
-    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    model: Path | None = typer.Argument(
+        None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
+    ),
+    data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split: val, test or train."),
     out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write."),
     normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
     csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
-    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+    tta: bool = TTA_OPT,
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
 ) -> None:
     """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
     from fercli.classes import CLASSES
@@ -236,16 +247,18 @@ def _model_and_data(model: Path | None, data: Path | None, project: Path, device
 @app.command()
 def saliency(
     index: list[int] = typer.Option(None, "--index", "-i", help="Face index within the split; repeatable."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or run folder [newest run's best]."),
-    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    model: Path | None = MODEL_OPT,
+    data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split the indices refer to."),
     method: str = typer.Option("grad", help="grad, smoothgrad, ig, gradcam or all."),
     target: str = typer.Option("pred", help="Class to explain: pred, label, a class name or 0..6."),
     per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per emotion instead of --index."),
     out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write."),
-    npy: Path | None = typer.Option(None, "--npy", help="Also write the raw maps [faces, methods, 48, 48] here."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+    npy: Path | None = typer.Option(
+        None, "--npy", help="Also write the raw maps (faces x methods x 48 x 48, .npy) here."
+    ),
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
 ) -> None:
     """Saliency maps: which pixels move the class score (grad, smoothgrad, integrated gradients, Grad-CAM)."""
     import numpy as np
@@ -291,11 +304,11 @@ def ascent(
     tv: float = typer.Option(0.05, help="Total-variation penalty weight."),
     blur_every: int = typer.Option(4, help="Blur every N steps (0 = never)."),
     class_vis: bool = typer.Option(False, "--class-vis", help="Maximise class scores instead of filters."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or run folder [newest run's best]."),
+    model: Path | None = MODEL_OPT,
     out: Path = typer.Option(Path("ascent.png"), "--out", "-o", help="PNG to write."),
     seed: int = typer.Option(0, help="Seed of the starting noise and the jitter."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
 ) -> None:
     """Gradient-ascent images: what excites each filter of a layer (or each class)."""
     from fercli.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
@@ -323,14 +336,14 @@ def ascent(
 
 @app.command()
 def audit(
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or run folder [newest run's best]."),
-    data: Path | None = typer.Option(None, "--data", "-d", help="Prepared data file [fer-data.safetensors]."),
+    model: Path | None = MODEL_OPT,
+    data: Path | None = DATA_OPT,
     split: str = typer.Option("train", help="Split to audit."),
     top: int = typer.Option(8, help="Suspects per class."),
     out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write."),
-    tta: bool = typer.Option(False, "--tta", help="Average over a horizontal flip."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    project: Path = typer.Option(Path("runs"), help="Where to look for the newest run."),
+    tta: bool = TTA_OPT,
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
 ) -> None:
     """Faces most likely mislabelled (highest loss under their label): a gallery PNG, and CSV on stdout."""
     import numpy as np
@@ -363,7 +376,7 @@ def demo(
     out: Path = typer.Option(Path("fer-demo"), "--out", "-o", help="Folder for the data, run, figures and report."),
     faces: int = typer.Option(2800, help="Synthetic faces to draw."),
     epochs: int = typer.Option(3, help="Training epochs."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = DEVICE_OPT,
 ) -> None:
     """The whole workflow on built-in synthetic faces in about a minute: every figure and a report."""
     from fercli.demo import run_demo
