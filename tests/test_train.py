@@ -138,3 +138,13 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(synthetic_data, tmp_path):
     assert meta["resume"]["epoch"] >= 1
     model, _ = load_model(tmp_path / "runs" / "train" / "exp" / "last.safetensors")
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)
+
+
+def test_vgg5_line_users_type_runs_on_tiny_width(synthetic_data, tmp_path, fer):
+    """`fer train --arch vgg5 --epochs 50`, shrunk to CPU size with --width and --epochs."""
+    r = fer("train", "--data", synthetic_data, "--arch", "vgg5", "--width", "0.0625", "--epochs", "1",
+            "--device", "cpu", "--project", tmp_path / "runs")  # fmt: skip
+    assert r.code == 0, r.err
+    meta = read_meta(tmp_path / "runs" / "train" / "exp" / "best.safetensors")
+    assert meta["arch"] == "vgg5" and meta["arch_args"] == {"width": 0.0625}
+    assert "using --arch" not in r.err and "device: cpu" in r.err
