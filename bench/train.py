@@ -24,7 +24,7 @@ from fercli import console, models
 from fercli.device import pick_device
 from fercli.prep import prepare
 from fercli.prepared import PreparedData
-from fercli.recipe import build_recipe
+from fercli.recipe import NO_AUGMENT, build_recipe
 from fercli.train import RunSettings, train
 
 
@@ -55,7 +55,7 @@ def plain_loop(arch: str, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: 
 def engine(arch: str, data: Path, batch: int, epochs: int, dev: str, augment: bool, project: str) -> float:
     over = {"arch": arch, "batch": batch, "epochs": epochs, "tta": False}
     if not augment:
-        over.update(rotate=0.0, scale=0.0, translate=0.0, flip=0.0, erase=0.0)
+        over.update(NO_AUGMENT)
     out = train(build_recipe("default", over), RunSettings(data=str(data), device=dev, project=project, progress=False))
     last = out["history"][-1]
     # Train-only throughput: the engine's own epoch timer also covers validation, so take it out.

@@ -78,6 +78,22 @@ def fer2013_csv(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def trained_synthetic(tmp_path_factory) -> tuple[str, Path, Path, dict]:
+    """vgg4s trained 3 epochs on 2,800 synthetic faces (about 15 s on 2 CPU cores), made once per session:
+    (best checkpoint, data file, runs folder, the train() summary)."""
+    from fercli.prep import prepare
+    from fercli.recipe import NO_AUGMENT, build_recipe
+    from fercli.train import RunSettings, train
+
+    base = tmp_path_factory.mktemp("trained")
+    data = base / "d.safetensors"
+    prepare([], str(data), synthetic=2800, seed=1)
+    r = build_recipe("default", dict(arch="vgg4s", epochs=3, batch=32, lr=0.05, **NO_AUGMENT))
+    out = train(r, RunSettings(data=str(data), device="cpu", project=str(base / "runs"), progress=False))
+    return f"{out['run_dir']}/best.safetensors", data, base / "runs", out
+
+
+@pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A prepared file of 1,400 synthetic faces, made once per test session."""
     from fercli.prep import prepare

@@ -14,23 +14,12 @@ from fercli.checkpoint import load_model
 from fercli.explain import explain, grad_map, ig_map
 from fercli.inference import normalize
 from fercli.prepared import PreparedData
-from fercli.recipe import build_recipe
-from fercli.train import RunSettings, train
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """vgg4s trained to >90% on synthetic faces (about 15 s on 2 CPU cores)."""
-    from fercli.prep import prepare
-
-    base = tmp_path_factory.mktemp("explain")
-    data = base / "d.safetensors"
-    prepare([], str(data), synthetic=2800, seed=1)
-    r = build_recipe("default", dict(arch="vgg4s", epochs=3, batch=32, lr=0.05, rotate=0.0, scale=0.0,
-                                     translate=0.0, flip=0.0, erase=0.0))  # fmt: skip
-    out = train(r, RunSettings(data=str(data), device="cpu", project=str(base / "runs"), progress=False))
-    assert out["best_valid_acc"] > 0.9
-    return f"{out['run_dir']}/best.safetensors", data, base / "runs"
+def trained(trained_synthetic):
+    """vgg4s trained to >90% on synthetic faces (shared with test_train through conftest)."""
+    return trained_synthetic[:3]
 
 
 def _png_ok(path, min_w=300, min_h=150):

@@ -24,6 +24,22 @@ def find_suspects(probs: np.ndarray, labels: np.ndarray, top: int) -> list[dict[
     return rows
 
 
+def audit_split(
+    model: Any, meta: dict[str, Any], data: Any, split: str, top: int, device: Any, tta: bool = False
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Suspects of one split of a PreparedData: (the split's labeled indices into the file, suspect rows,
+    whose "i" indexes those indices)."""
+    from fercli.errors import USAGE, FerError
+    from fercli.inference import predict_probs
+
+    idx = data.indices(split, labeled_only=True)
+    if not len(idx):
+        raise FerError(f"the {split} split has no labeled faces", USAGE)
+    norm = meta["normalize"]
+    probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], device, tta=tta).numpy()
+    return idx, find_suspects(probs, data.labels[idx], top)
+
+
 def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path: str | os.PathLike) -> None:
     """Rows are the given classes, columns the suspects, each titled given -> predicted (confidence)."""
     from fercli.plots import _plt, save_figure

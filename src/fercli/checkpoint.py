@@ -19,7 +19,7 @@ from torch import nn
 from fercli import __version__
 from fercli.atomic import atomic_path
 from fercli.classes import CLASSES, IMAGE_SIZE
-from fercli.errors import BAD_INPUT, FerError
+from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 from fercli.safefile import read_meta_json
 
 META_KEY = "fercli-model"
@@ -143,7 +143,7 @@ def find_checkpoint(ref: str | os.PathLike) -> Path:
         for name in ("best.safetensors", "last.safetensors"):
             if (p / name).exists():
                 return p / name
-        raise FerError(f"{p}: run folder holds no best.safetensors or last.safetensors", 3)
+        raise FerError(f"{p}: run folder holds no best.safetensors or last.safetensors", NOT_FOUND)
     if not p.exists():
-        raise FerError(f"{p}: no such checkpoint", 3)
+        raise FerError(f"{p}: no such checkpoint", NOT_FOUND)
     return p

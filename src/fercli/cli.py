@@ -109,7 +109,7 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
 ) -> None:
     """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves."""
-    from fercli.recipe import build_recipe
+    from fercli.recipe import NO_AUGMENT, build_recipe
     from fercli.train import RunSettings
     from fercli.train import train as run_training
 
@@ -118,7 +118,7 @@ def train(
         weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed,
     )  # fmt: skip
     if augment is False:
-        overrides.update(rotate=0.0, scale=0.0, translate=0.0, flip=0.0, erase=0.0)
+        overrides.update(NO_AUGMENT)
     if resume is not None and any(v is not None for v in overrides.values()):
         console.warn("--resume continues the run's own recipe; the recipe options given are ignored")
     r = build_recipe(recipe, overrides)
@@ -232,15 +232,22 @@ def confmat(
     console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")
 
 
-def _model_and_data(model: Path | None, data: Path | None, project: Path, device: str):
-    """Load MODEL (default: newest run's best) and open the prepared data (default path)."""
+def _load_model(model: Path | None, project: Path, device: str):
+    """MODEL (default: newest run's best) on the chosen device: (network, metadata, device)."""
     from fercli.checkpoint import load_model
     from fercli.device import pick_device
     from fercli.evaluate import resolve_model
-    from fercli.prepared import PreparedData
 
     dev = pick_device(device, announce=False)
     net, meta = load_model(resolve_model(model, project), dev)
+    return net, meta, dev
+
+
+def _model_and_data(model: Path | None, data: Path | None, project: Path, device: str):
+    """_load_model plus the prepared data (default path): (network, metadata, data, device)."""
+    from fercli.prepared import PreparedData
+
+    net, meta, dev = _load_model(model, project, device)
     return net, meta, PreparedData.open(_data_path(data)), dev
 
 
@@ -312,24 +319,20 @@ def ascent(
 ) -> None:
     """Gradient-ascent images: what excites each filter of a layer (or each class)."""
     from fercli.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
-    from fercli.checkpoint import load_model
-    from fercli.device import pick_device
-    from fercli.evaluate import resolve_model
 
-    dev = pick_device(device, announce=False)
-    net, meta = load_model(resolve_model(model, project), dev)
+    net, meta, dev = _load_model(model, project, device)
     if layer == "list":
         for name, conv in conv_layers(net).items():
             console.data_out(f"{name},{conv.out_channels}")
         return
     if class_vis:
-        chosen = parse_filters(filters if filters != "0:16" else "0:7", 7)
+        name, chosen = None, parse_filters(filters if filters != "0:16" else "0:7", 7)
         labels, title = class_labels(chosen), "class visualisation"
     else:
         name, conv = pick_layer(net, layer)
         chosen = parse_filters(filters, conv.out_channels)
         labels, title = [f"filter {f}" for f in chosen], f"layer {name}"
-    imgs = ascend(net, meta, layer, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev)
+    imgs = ascend(net, meta, name, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev)
     ascent_figure(imgs, labels, title, out)
     console.info(f"wrote {out}")
 
@@ -348,20 +351,14 @@ def audit(
     """Faces most likely mislabelled (highest loss under their label): a gallery PNG, and CSV on stdout."""
     import numpy as np
 
-    from fercli.audit import audit_figure, find_suspects
+    from fercli.audit import audit_figure, audit_split
     from fercli.classes import CLASSES
     from fercli.errors import USAGE, FerError
-    from fercli.inference import predict_probs
 
     if top < 1:
         raise FerError("--top must be at least 1", USAGE)
     net, meta, d, dev = _model_and_data(model, data, project, device)
-    idx = d.indices(split, labeled_only=True)
-    if not len(idx):
-        raise FerError(f"the {split} split has no labeled faces", USAGE)
-    norm = meta["normalize"]
-    probs = predict_probs(net, d.images[idx], norm["mean"], norm["std"], dev, tta=tta).numpy()
-    rows = find_suspects(probs, d.labels[idx], top)
+    idx, rows = audit_split(net, meta, d, split, top, dev, tta)
     audit_figure(np.array(d.images[idx]), rows, top, out)
     console.data_out("index,source_row,given,predicted,confidence,loss")
     for r in rows:

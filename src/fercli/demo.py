@@ -26,16 +26,15 @@ NEXT_STEPS = """next, on the real FER2013 (see README.md):
 def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, device: str = "auto") -> dict[str, Any]:
     """Run every step into `out`; return the metrics."""
     from fercli.ascent import ascend, ascent_figure, pick_layer
-    from fercli.audit import audit_figure, find_suspects
+    from fercli.audit import audit_figure, audit_split
     from fercli.checkpoint import load_model
     from fercli.device import pick_device
     from fercli.evaluate import confmat_figure, evaluate
     from fercli.explain import METHODS, explain, saliency_figure
-    from fercli.inference import predict_probs
     from fercli.predict import predict_stream
     from fercli.prep import prepare
     from fercli.prepared import PreparedData
-    from fercli.recipe import build_recipe
+    from fercli.recipe import NO_AUGMENT, build_recipe
     from fercli.train import RunSettings, train
 
     out = Path(out)
@@ -46,8 +45,7 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     prepare([], str(data), synthetic=faces, seed=1)
 
     console.info(f"[2/7] train: vgg4s for {epochs} epochs (augmentation off: the faces already vary in pose)")
-    recipe = build_recipe("cpu", dict(epochs=epochs, batch=32, lr=0.05, rotate=0.0, scale=0.0, translate=0.0,
-                                      flip=0.0, erase=0.0))  # fmt: skip
+    recipe = build_recipe("cpu", dict(epochs=epochs, batch=32, lr=0.05, **NO_AUGMENT))
     run = train(recipe, RunSettings(data=str(data), device=device, project=str(out / "runs"), name="demo"))
     ckpt = Path(run["run_dir"]) / "best.safetensors"
 
@@ -77,9 +75,8 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     ascent_figure(imgs, [f"filter {f}" for f in range(8)], f"layer {name}", out / "ascent.png")
 
     console.info("[7/7] audit: the training faces the model finds least believable")
-    tr = d.indices("train", labeled_only=True)
-    probs = predict_probs(net, d.images[tr], meta["normalize"]["mean"], meta["normalize"]["std"], dev).numpy()
-    audit_figure(np.array(d.images[tr]), find_suspects(probs, d.labels[tr], 4), 4, out / "audit.png")
+    tr, suspects = audit_split(net, meta, d, "train", 4, dev)
+    audit_figure(np.array(d.images[tr]), suspects, 4, out / "audit.png")
 
     from fercli.plots import training_curves
 

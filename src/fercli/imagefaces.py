@@ -19,11 +19,17 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS, UNLABELED, USAGE_TO_SPLIT
+from fercli.csvfaces import BadRows
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs: far above any face photo
 MAX_IMAGE_BYTES = 64 << 20
+
+
+def is_image_source(path: str) -> bool:
+    """A folder, a zip or an image file (judged by name); anything else, `-` included, is read as CSV."""
+    return path != "-" and (os.path.isdir(path) or path.lower().endswith((".zip", *IMAGE_EXTENSIONS)))
 
 
 @dataclass
@@ -117,7 +123,18 @@ class ImageFaces:
             return entry.path
         return os.path.join(self.path, entry.path) if entry.path else self.path
 
-    def __iter__(self) -> Iterator[tuple[ImageEntry, np.ndarray]]:
-        for entry in self.entries:
-            data, where = self.read_bytes(entry)
-            yield entry, decode_face(data, where)
+    def decoded(
+        self, skip_bad: bool = False, bad: BadRows | None = None
+    ) -> Iterator[tuple[int, ImageEntry, np.ndarray]]:
+        """(position in `entries`, entry, face uint8 [48,48]) for each image. A bad image raises FerError,
+        or with `skip_bad` is left out and counted in `bad`."""
+        for i, entry in enumerate(self.entries):
+            try:
+                face = decode_face(*self.read_bytes(entry))
+            except FerError as e:
+                if not skip_bad:
+                    raise
+                if bad is not None:
+                    bad.add(str(e))
+                continue
+            yield i, entry, face

@@ -15,26 +15,19 @@ import numpy as np
 import torch
 
 from fercli.classes import CLASSES
-from fercli.errors import FerError
+from fercli.errors import USAGE, FerError
 
 
 def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], np.ndarray]]:
     """(ids, uint8 faces [n,48,48]) blocks of one input."""
     from fercli.csvfaces import CsvFaces
-    from fercli.imagefaces import IMAGE_EXTENSIONS, ImageFaces, decode_face
+    from fercli.imagefaces import ImageFaces, is_image_source
     from fercli.prepared import PreparedData
 
-    lower = path.lower()
-    if path != "-" and (os.path.isdir(path) or lower.endswith((".zip", *IMAGE_EXTENSIONS))):
+    if is_image_source(path):
         faces = ImageFaces(path)
         ids, imgs = [], []
-        for entry in faces.entries:
-            try:
-                img = decode_face(*faces.read_bytes(entry))
-            except FerError:
-                if skip_bad:
-                    continue
-                raise
+        for _, entry, img in faces.decoded(skip_bad):
             ids.append(faces.display_name(entry))
             imgs.append(img)
             if len(imgs) == batch:
@@ -42,7 +35,7 @@ def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], n
                 ids, imgs = [], []
         if imgs:
             yield ids, np.stack(imgs)
-    elif lower.endswith(".safetensors"):
+    elif path.lower().endswith(".safetensors"):
         data = PreparedData.open(path)
         for i in range(0, len(data), batch):
             yield [str(k) for k in range(i, min(i + batch, len(data)))], data.images[i : i + batch]
@@ -84,9 +77,9 @@ def predict_stream(
     from fercli.inference import predict_probs
 
     if batch < 1:
-        raise FerError("--batch must be at least 1", 2)
+        raise FerError("--batch must be at least 1", USAGE)
     if sum(i == "-" for i in inputs) > 1:
-        raise FerError("stdin (-) can be read only once", 2)
+        raise FerError("stdin (-) can be read only once", USAGE)
     dev = pick_device(device, announce=False)
     model, meta = load_model(model_path, dev)
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]

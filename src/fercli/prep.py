@@ -12,7 +12,7 @@ from fercli import console
 from fercli.classes import CLASSES, SPLITS, UNLABELED
 from fercli.csvfaces import BadRows, read_csv
 from fercli.errors import USAGE, FerError
-from fercli.imagefaces import IMAGE_EXTENSIONS, ImageFaces, decode_face
+from fercli.imagefaces import ImageFaces, is_image_source
 from fercli.prepared import write_prepared
 from fercli.synthetic import synthetic_faces
 
@@ -40,12 +40,8 @@ def _default_split(path: str, labeled: bool) -> int:
     return TRAIN if labeled else TEST
 
 
-def _is_image_source(path: str) -> bool:
-    return os.path.isdir(path) or path.lower().endswith((".zip", *IMAGE_EXTENSIONS))
-
-
 def read_source(path: str, skip_bad: bool) -> tuple[Source, BadRows]:
-    if _is_image_source(path):
+    if is_image_source(path):
         return _read_images(path, skip_bad)
     chunks, reader = read_csv(path, skip_bad=skip_bad)
     labels = np.concatenate([c.labels for c in chunks])
@@ -66,14 +62,7 @@ def _read_images(path: str, skip_bad: bool) -> tuple[Source, BadRows]:
     faces = ImageFaces(path)
     bad = BadRows()
     images, labels, splits, rows = [], [], [], []
-    for i, entry in enumerate(faces.entries):
-        try:
-            img = decode_face(*faces.read_bytes(entry))
-        except FerError as e:
-            if not skip_bad:
-                raise
-            bad.add(str(e))
-            continue
+    for i, entry, img in faces.decoded(skip_bad, bad):
         images.append(img)
         labels.append(entry.label)
         splits.append(entry.split)

@@ -51,12 +51,15 @@ class Recipe:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+# Every augmentation switched off (`fer train --no-augment`, the study preset, the demo).
+NO_AUGMENT: dict[str, float] = {"rotate": 0.0, "scale": 0.0, "translate": 0.0, "flip": 0.0, "erase": 0.0}
+
 PRESETS: dict[str, Recipe] = {
     "default": Recipe(),
     # The study: Adam lr 0.002, batch 512, 50 epochs, no augmentation, constant lr, no tricks.
     "study": Recipe(
         arch="vgg5", epochs=50, batch=512, optimizer="adam", lr=0.002, weight_decay=0.0, schedule="constant",
-        warmup=0.0, label_smoothing=0.0, rotate=0.0, scale=0.0, translate=0.0, flip=0.0, erase=0.0, tta=False,
+        warmup=0.0, label_smoothing=0.0, tta=False, **NO_AUGMENT,
     ),
     # For a laptop CPU: the quarter-width network, fewer epochs, the same augmentation.
     "cpu": Recipe(arch="vgg4s", epochs=30, batch=64, lr=0.05),

@@ -35,7 +35,7 @@ from fercli.checkpoint import (
 )
 from fercli.classes import CLASSES, IMAGE_SIZE
 from fercli.device import pick_device
-from fercli.errors import INTERRUPTED, USAGE, FerError
+from fercli.errors import INTERRUPTED, NOT_FOUND, USAGE, FerError
 from fercli.inference import autocast_for, normalize, predict_probs
 from fercli.plots import training_curves
 from fercli.prepared import PreparedData
@@ -95,7 +95,7 @@ def resolve_resume(ref: str, project: str) -> Path:
     if p.is_dir():
         p = p / "last.safetensors"
     if not p.exists():
-        raise FerError(f"{p}: nothing to resume (no such last.safetensors)", 3)
+        raise FerError(f"{p}: nothing to resume (no such last.safetensors)", NOT_FOUND)
     return p
 
 
@@ -127,6 +127,15 @@ def _set_rng_state(g: torch.Generator, device: torch.device, t: dict[str, torch.
     torch.set_rng_state(t["rng.cpu"])
     if device.type == "cuda" and "rng.cuda" in t:
         torch.cuda.set_rng_state(t["rng.cuda"], device)
+
+
+def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of uint8 pixels scaled to [0,1], from a 256-bin histogram (no float copy of the set)."""
+    hist = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
+    levels = np.arange(256) / 255.0
+    mean = float(hist @ levels / hist.sum())
+    var = float(hist @ (levels - mean) ** 2 / hist.sum())
+    return mean, (var**0.5) or 1.0
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
@@ -168,14 +177,14 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
         raise FerError(f"{run.data}: no labeled faces in the train split")
     if len(va) == 0:
         raise FerError(f"{run.data}: no labeled faces in the val split (prep with --val-frac > 0)")
-    x_train = torch.from_numpy(data.images[tr]).to(device)  # uint8 [N,48,48]
-    y_train = torch.from_numpy(data.labels[tr]).to(device)  # int64 [N]
-    x_val_np, y_val = data.images[va], torch.from_numpy(data.labels[va])
+    train_u8 = data.images[tr]  # one gather from the memory map: uint8 [N,48,48]
     if state is not None:
         mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
     else:
-        sample = data.images[tr].astype(np.float64) / 255.0
-        mean, std = float(sample.mean()), float(sample.std()) or 1.0
+        mean, std = pixel_mean_std(train_u8)
+    x_train = torch.from_numpy(train_u8).to(device)
+    y_train = torch.from_numpy(data.labels[tr]).to(device)  # int64 [N]
+    x_val_np, y_val = data.images[va], torch.from_numpy(data.labels[va])
     n = len(tr)
     batch = min(recipe.batch, n)
     steps_per_epoch = n // batch  # the last partial batch is dropped; a new permutation covers it next epoch
@@ -242,6 +251,20 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
         }  # fmt: skip
         save_checkpoint(run_dir / "last.safetensors", (ema or model).state_dict(), meta, extra)
 
+    # Running sums stay on the device between syncs; drain() moves them into `sums` (sync).
+    loss_acc = torch.zeros((), device=device)
+    correct_acc = torch.zeros((), device=device, dtype=torch.long)
+    seen_since_sync = 0
+
+    def drain() -> None:
+        nonlocal seen_since_sync
+        sums["loss"] += loss_acc.item()
+        sums["correct"] += int(correct_acc.item())
+        sums["seen"] += seen_since_sync
+        loss_acc.zero_()
+        correct_acc.zero_()
+        seen_since_sync = 0
+
     # ---- 4. the epoch loop ---------------------------------------------------------------------------
     stopped_early = False
     with _StopFlag() as stop, TrainProgress(recipe.epochs, run.json_lines, run.progress) as view:
@@ -252,14 +275,9 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
                 sums = {"loss": 0.0, "correct": 0, "seen": 0}
             view.start_epoch(epoch, steps_per_epoch, start_step)
             model.train()
-            loss_acc = torch.zeros((), device=device)  # running sums stay on the device between syncs
-            correct_acc = torch.zeros((), device=device, dtype=torch.long)
-            seen_since_sync = 0
             for step in range(start_step, steps_per_epoch):
                 if stop.hit or global_step == run.stop_at_step:
-                    sums["loss"] += loss_acc.item()  # sync
-                    sums["correct"] += int(correct_acc.item())
-                    sums["seen"] += seen_since_sync
+                    drain()
                     save_last(None, epoch, step, perm)
                     raise FerError(
                         f"interrupted at epoch {epoch} step {step}; saved {run_dir / 'last.safetensors'}. "
@@ -292,12 +310,7 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
                 correct_acc += (logits.argmax(1) == y).sum()
                 seen_since_sync += len(y)
                 if (step + 1) % run.log_every == 0 or step + 1 == steps_per_epoch:
-                    sums["loss"] += loss_acc.item()  # sync
-                    sums["correct"] += int(correct_acc.item())
-                    sums["seen"] += seen_since_sync
-                    loss_acc.zero_()
-                    correct_acc.zero_()
-                    seen_since_sync = 0
+                    drain()  # sync
                     ips = sums["seen"] / max(1e-9, time.perf_counter() - t0)
                     view.step(step + 1, sums["loss"] / sums["seen"], sums["correct"] / sums["seen"], lr, ips)
             start_step = 0
