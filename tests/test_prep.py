@@ -97,6 +97,53 @@ def test_csv_variants(tmp_path, variant):
     np.testing.assert_array_equal(data.labels, expected)
 
 
+def _read_all(path, block_bytes: int, python_only: bool, monkeypatch) -> tuple:
+    from fercli.csvfaces import CsvFaces
+
+    if python_only:
+        monkeypatch.setattr(CsvFaces, "_split_clean", lambda self, block: None)
+    reader = CsvFaces(str(path), skip_bad=True, block_bytes=block_bytes)
+    chunks = list(reader)
+    monkeypatch.undo()
+    return (
+        np.concatenate([c.images for c in chunks]).tolist(),
+        np.concatenate([c.labels for c in chunks]).tolist(),
+        np.concatenate([c.splits for c in chunks]).tolist(),
+        [i for c in chunks for i in c.ids],
+        (reader.bad.count, reader.bad.first),
+    )
+
+
+def test_numpy_block_split_matches_the_per_row_path(tmp_path, monkeypatch):
+    """Clean blocks are cut into rows in numpy (the speed path); blocks with anything irregular fall
+    back to per-row Python. With small blocks this file mixes both; the results must be the same."""
+    images, labels = faces(12)
+    usage = ["Training", "PublicTest", "PrivateTest"]
+    rows = [f"{lab},{pixels_text(i)},{usage[k % 3]}" for k, (i, lab) in enumerate(zip(images, labels))]
+    rows[3] = rows[3] + "\r"  # a CRLF line
+    rows[5] = ""  # a blank line
+    rows[7] = "8," + rows[7][2:]  # a bad label
+    rows[9] = f'{labels[9]},"{pixels_text(images[9])}",Training'  # quoted
+    src = write_csv(tmp_path / "mixed.csv", "emotion,pixels,Usage", rows)
+    for block in (7000, 20000, 1 << 20):
+        assert _read_all(src, block, False, monkeypatch) == _read_all(src, block, True, monkeypatch)
+    fast = _read_all(src, 1 << 20, False, monkeypatch)
+    assert fast[4] == (1, ["line 9: label '8' is not a class code 0..6"])
+    assert len(fast[0]) == 10
+
+
+def test_clean_csv_never_takes_the_per_row_path(tmp_path, fer2013_csv, monkeypatch):
+    from fercli.csvfaces import CsvFaces
+
+    def refuse(self, lines):
+        raise AssertionError("per-row Python split used on a clean file")
+
+    monkeypatch.setattr(CsvFaces, "_split_rows", refuse)
+    path, images, _ = fer2013_csv
+    chunks = list(CsvFaces(str(path), block_bytes=50_000))
+    np.testing.assert_array_equal(np.concatenate([c.images for c in chunks]), images)
+
+
 def test_stdin_csv(tmp_path):
     images, labels = faces(7)
     body = "emotion,pixels\n" + "".join(f"{lab},{pixels_text(i)}\n" for i, lab in zip(images, labels))

@@ -4,10 +4,14 @@ Layouts: `emotion,pixels,Usage` (fer2013.csv), `emotion,pixels` (train.csv), `id
 (test.csv), with the variants seen in the wild: `label`/`feature` column names, extra columns, gzip,
 CRLF line ends, a UTF-8 BOM, quoted pixel strings, `-` for stdin.
 
-Speed: the pixel strings of a whole block of rows are joined and parsed at once with numpy byte
-arithmetic (digits are bytes 48..57), so the cost is a handful of vectorised passes over the bytes
-instead of 2,304 Python ints per row. Blocks of ~16 MB keep peak memory bounded and let `fer predict`
-emit its first rows before the input has been read to the end.
+Speed: a clean block of rows (no quotes, regular fields: the usual case) is cut into fields with
+numpy, not per row in Python; anything irregular falls back to a per-row path that handles or reports
+it by line. The pixel text of a whole block is then parsed at once with numpy byte arithmetic (digits
+are bytes 48..57), a handful of vectorised passes over the bytes instead of 2,304 Python ints per
+row, on two worker threads (numpy drops the GIL). Blocks of 8 MB keep peak memory bounded and let
+`fer predict` emit its first rows before the input has been read to the end.
+Measured: `python bench/prep.py`, 266 MB fer2013.csv on a 2-core CPU: 1.5-1.9 s for the whole
+command, 11-13x the study's pandas + split() parse (2026-11-27).
 """
 
 from __future__ import annotations
@@ -134,13 +138,13 @@ class CsvFaces:
         self.n_rows = 0
 
     def __iter__(self) -> Iterator[Chunk]:
-        # The main thread splits rows (Python), a worker parses pixels (numpy, which drops the GIL):
-        # they overlap on a 2-core machine. At most two blocks are in flight, to bound memory.
+        # The main thread cuts blocks into rows; two workers parse pixels (numpy, which drops the GIL),
+        # so both cores work. At most three blocks are in flight, to bound memory.
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending: deque = deque()
             for rows in self._blocks():
-                pending.append((rows, pool.submit(parse_pixels, rows.pix)))
-                if len(pending) > 1:
+                pending.append((rows, pool.submit(_parse_rows, rows)))
+                if len(pending) > 2:
                     chunk = self._finish(*pending.popleft())
                     if chunk is not None:
                         yield chunk
@@ -156,7 +160,84 @@ class CsvFaces:
                 break
             if not block.endswith(b"\n"):
                 block += _read_line(self.stream, self.name)  # finish the last row: blocks hold whole rows
-            yield self._split_rows(block.split(b"\n"))
+            rows = self._split_clean(block)
+            if rows is None:
+                # The piece after the block's final newline is not a line: counting it would shift
+                # every later line number by one per block.
+                rows = self._split_rows(block[:-1].split(b"\n") if block.endswith(b"\n") else block.split(b"\n"))
+            yield rows
+
+    def _split_clean(self, block: bytes) -> _Rows | None:
+        """Phase 1 for a clean block, in numpy: no per-row Python over the pixel bytes.
+
+        Clean means no quotes, every line has exactly the header's number of fields, every label is one
+        digit 0..6 and every pixel field is long enough to hold 2,304 pixels. Anything else returns None
+        and goes to `_split_rows`, which handles (or reports, by line) every irregularity.
+        """
+        if b'"' in block:
+            return None
+        a = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(a == 10)  # [n] line ends (exclusive)
+        if len(a) and a[-1] != 10:
+            ends = np.append(ends, len(a))  # last line of the file without a newline
+        n = len(ends)
+        starts = np.empty(n, dtype=np.int64)
+        starts[:1] = 0
+        starts[1:] = ends[:-1] + 1
+        ends = ends - (a[np.maximum(ends - 1, 0)] == 13)  # CRLF: the CR is not part of the last field
+        commas = np.flatnonzero(a == 44)
+        width = len(self.header)
+        if n == 0 or len(commas) != n * (width - 1):
+            return None
+        # [n, width+1] field bounds: field k of line r spans bounds[r,k]+1 .. bounds[r,k+1] (exclusive).
+        bounds = np.empty((n, width + 1), dtype=np.int64)
+        bounds[:, 0] = starts - 1
+        bounds[:, 1:-1] = commas.reshape(n, width - 1)
+        bounds[:, -1] = ends
+        if (np.diff(bounds, axis=1) < 1).any():  # a comma in the wrong line, or an empty field
+            return None
+        p0, p1 = bounds[:, self.i_pixels] + 1, bounds[:, self.i_pixels + 1]
+        if (p1 - p0 < 2 * N_PIXELS - 1).any():
+            return None
+        out = _Rows()
+        if self.i_label is not None:
+            l0, l1 = bounds[:, self.i_label] + 1, bounds[:, self.i_label + 1]
+            labels = a[l0].astype(np.int64) - 48
+            if ((l1 - l0) != 1).any() or ((labels < 0) | (labels >= len(CLASSES))).any():
+                return None
+            out.labels = labels
+        else:
+            out.labels = np.full(n, UNLABELED, dtype=np.int64)
+        if self.i_usage is not None:
+            u0, u1 = bounds[:, self.i_usage] + 1, bounds[:, self.i_usage + 1]
+            codes = {u: SPLITS.index(s) for u, s in USAGE_TO_SPLIT.items()}
+            try:
+                out.splits = np.asarray([codes[block[i:j].strip().lower().decode()] for i, j in zip(u0, u1)])
+            except (KeyError, UnicodeDecodeError):
+                return None
+        else:
+            out.splits = np.full(n, -1, dtype=np.int8)
+        out.rows = np.arange(self.n_rows, self.n_rows + n)
+        if self.i_id is not None:
+            d0, d1 = bounds[:, self.i_id] + 1, bounds[:, self.i_id + 1]
+            out.ids = [block[i:j].strip().decode("utf-8", "replace") for i, j in zip(d0, d1)]
+        else:
+            out.ids = [str(r) for r in out.rows]
+        out.line_nos = list(range(self.line_no + 1, self.line_no + 1 + n))
+        self.line_no += n
+        self.n_rows += n
+        # Everything outside the pixel fields becomes a separator, so that every token in the block is
+        # a pixel of the line whose field holds it.
+        buf = np.empty(len(a) + 4, dtype=np.uint8)
+        buf[:3] = 32
+        buf[-1] = 32
+        body = buf[3:-1]
+        body[:] = a
+        gap_start = np.append(0, p1)  # gaps: before line 0's pixels, between pixel fields, after the last
+        gap_len = np.append(p0, len(a)) - gap_start
+        body[_ranges(gap_start, gap_len)] = 32
+        out.packed = (buf, np.append(p0, p1[-1]))
+        return out
 
     def _split_rows(self, lines: list[bytes]) -> _Rows:
         """Phase 1, per row in Python (cheap: a few split calls per ~7 KB row): fields and labels."""
@@ -226,36 +307,54 @@ class CsvFaces:
 
 @dataclass
 class _Rows:
-    """One block's rows after phase 1; pixel strings still unparsed."""
+    """One block's rows after phase 1; pixels still unparsed, either as one byte string per row (the
+    Python path) or `packed`: a byte buffer whose tokens are the pixels, and each row's start in it."""
 
     pix: list[bytes] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    splits: list[int] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
+    packed: tuple[np.ndarray, np.ndarray] | None = None
+    labels: list[int] | np.ndarray = field(default_factory=list)
+    splits: list[int] | np.ndarray = field(default_factory=list)
+    rows: list[int] | np.ndarray = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     line_nos: list[int] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-def parse_pixels(pix: list[bytes]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Parse n space-separated pixel strings into uint8 [n_good,48,48], the good-row mask and
-    {row: reason} for the bad ones.
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated aranges [s, s+len) without a Python loop."""
+    lengths = np.maximum(lengths, 0)
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return np.arange(int(lengths.sum())) + offsets
 
+
+def pack_pixels(pix: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Join per-row pixel strings into the packed form parse_pixels reads: buffer and row starts."""
+    starts = np.zeros(len(pix) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter((len(p) + 1 for p in pix), dtype=np.int64, count=len(pix)), out=starts[1:])
+    return np.frombuffer(b" ".join([b"  ", *pix, b""]), dtype=np.uint8), starts
+
+
+def _parse_rows(rows: _Rows) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    return parse_pixels(*(rows.packed if rows.packed is not None else pack_pixels(rows.pix)))
+
+
+def parse_pixels(buf: np.ndarray, row_start: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Parse packed pixel text into uint8 [n_good,48,48], the good-row mask and {row: reason} for the
+    bad ones.
+
+    `buf` is bytes with three leading separators and one trailing; `row_start[r]` (counted after the
+    leading three) is where row r's pixels begin, `row_start[n]` where the last ends.
     Bytes b are turned into digit values b-48 (uint8 wrap-around makes every non-digit >= 10).
     A token ends at a digit followed by a non-digit; its value is read off the bytes up to its end
     through shifted views of the buffer, so no index arithmetic over the ~2,300 tokens per row is
-    needed.
+    needed. The leading separators make every token end p satisfy p-3 >= 0, so views [3:], [2:],
+    [1:], [0:] indexed by the same X give the bytes at p, p-1, p-2, p-3 for p = X + 3.
     """
-    n = len(pix)
+    n = len(row_start) - 1
     good = np.ones(n, dtype=bool)
     reasons: dict[int, str] = {}
     if not n:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), good, reasons
-    row_start = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.fromiter((len(p) + 1 for p in pix), dtype=np.int64, count=n), out=row_start[1:])
-    # Three leading separators: every token end p has p-3 >= 0, so views [3:], [2:], [1:], [0:]
-    # indexed by the same X give the bytes at p, p-1, p-2, p-3 for p = X + 3.
-    buf = np.frombuffer(b" ".join([b"  ", *pix, b""]), dtype=np.uint8)
     dv = buf - np.uint8(48)
     digit = dv < 10
     if np.count_nonzero(digit) + np.count_nonzero(buf == 32) != len(buf):
