@@ -6,11 +6,22 @@ import gzip
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Cases run by the property-based bad-input suite, by kind; reported at the end of the run.
+BAD_INPUT_CASES: Counter = Counter()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if BAD_INPUT_CASES:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(BAD_INPUT_CASES.items()))
+        terminalreporter.write_line(f"bad-input suite: {sum(BAD_INPUT_CASES.values())} cases ran ({kinds})")
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
 FER_ZIP = SHARED / "fer2013.zip"

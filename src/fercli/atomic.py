@@ -1,17 +1,33 @@
 """Atomic output files: write to a temporary name in the same folder, then rename over the target.
 
-A crash, Ctrl-C or full disk leaves either the old file or the new one, never half of one.
+A crash, `kill -9`, Ctrl-C or full disk leaves either the old file or the new one, never half of one
+(a killed writer can leave its hidden temporary `.<name>.<random>.tmp` beside it; `fer train --resume`
+clears those in its run folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from fercli.errors import IO_ERROR, FerError
+
+
+def why(e: OSError) -> str:
+    """The reason a write failed, in the words a user acts on."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    if e.errno == errno.EFBIG:
+        return "file too large for this disk or the file size limit"
+    if e.errno == errno.EROFS:
+        return "read-only file system"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return e.strerror or str(e)
 
 
 @contextlib.contextmanager
@@ -23,7 +39,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
     except OSError as e:
-        raise FerError(f"{dest}: cannot write here ({e.strerror or e})", IO_ERROR) from e
+        raise FerError(f"{dest}: cannot write here ({why(e)})", IO_ERROR) from e
     tmp = Path(tmp)
     try:
         yield tmp
@@ -32,7 +48,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, dest)
     except OSError as e:
-        raise FerError(f"{dest}: could not write ({e.strerror or e})", IO_ERROR) from e
+        raise FerError(f"{dest}: could not write ({why(e)}); any previous {dest.name} is intact", IO_ERROR) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

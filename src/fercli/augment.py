@@ -15,18 +15,28 @@ import torch.nn.functional as F
 from fercli.recipe import Recipe
 
 
-def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+def augment(x: torch.Tensor, r: Recipe, g: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """x: normalised faces [B,1,H,W] float -> augmented copy, same shape. Padding is 0 (the mean).
 
-
-def augment(x: torch.Tensor, r: Recipe, g: torch.Generator) -> torch.Tensor:
-    """x: normalised faces [B,1,H,W] float -> augmented copy, same shape. Padding is 0 (the mean)."""
+    Under torchrun, x is this rank's slice of a global batch of B*world: every rank draws the random
+    numbers of the whole global batch (a few per face) and keeps its own slice, so the generator stays
+    in step on all ranks and a face gets the transform it would get in a single-process run.
+    """
     b, dev = x.shape[0], x.device
+    keep = slice(rank * b, (rank + 1) * b)
+
+    def rand(n: int) -> torch.Tensor:
+        return torch.rand(n * world, generator=g, device=dev)[keep]
+
+    def uniform(n: int, lo: float, hi: float) -> torch.Tensor:
+        return rand(n) * (hi - lo) + lo
+
     if r.rotate or r.scale or r.translate or r.flip:
-        angle = _uniform(g, b, -r.rotate, r.rotate, dev) * (math.pi / 180)
-        zoom = _uniform(g, b, 1 - r.scale, 1 + r.scale, dev)
-        shift = _uniform(g, 2 * b, -r.translate, r.translate, dev).view(b, 2) * 2  # grid units span 2
-        flip = torch.where(torch.rand(b, generator=g, device=dev) < r.flip, -1.0, 1.0)
+        angle = uniform(b, -r.rotate, r.rotate) * (math.pi / 180)
+        zoom = uniform(b, 1 - r.scale, 1 + r.scale)
+        pairs = torch.rand(b * world, 2, generator=g, device=dev)[keep]
+        shift = (pairs * (2 * r.translate) - r.translate) * 2  # [b,2]; grid units span 2
+        flip = torch.where(rand(b) < r.flip, -1.0, 1.0)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # theta maps output coordinates to input coordinates: [B,2,3]
         theta = torch.stack(
@@ -36,13 +46,13 @@ def augment(x: torch.Tensor, r: Recipe, g: torch.Generator) -> torch.Tensor:
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if r.erase:
         h, w = x.shape[-2:]
-        area = _uniform(g, b, r.erase_min, r.erase_max, dev) * (h * w)
-        aspect = torch.exp(_uniform(g, b, math.log(0.3), math.log(1 / 0.3), dev))
+        area = uniform(b, r.erase_min, r.erase_max) * (h * w)
+        aspect = torch.exp(uniform(b, math.log(0.3), math.log(1 / 0.3)))
         eh = torch.sqrt(area * aspect).clamp(1, h)
         ew = torch.sqrt(area / aspect).clamp(1, w)
-        y0 = torch.rand(b, generator=g, device=dev) * (h - eh)
-        x0 = torch.rand(b, generator=g, device=dev) * (w - ew)
-        on = torch.rand(b, generator=g, device=dev) < r.erase
+        y0 = rand(b) * (h - eh)
+        x0 = rand(b) * (w - ew)
+        on = rand(b) < r.erase
         yy = torch.arange(h, device=dev).view(1, h, 1)
         xx = torch.arange(w, device=dev).view(1, 1, w)
         box = (

@@ -8,8 +8,11 @@ RNG states and the epoch's permutation, with the non-tensor parts in the metadat
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from fercli.safefile import read_meta_json
 META_KEY = "fercli-model"
 RESUME = "resume."
 FORMAT_VERSION = 1
+MIN_STD = 1e-3  # of pixels scaled to [0, 1]; training clamps to it too (a near-constant data set)
 
 
 def save_checkpoint(
@@ -34,6 +38,7 @@ def save_checkpoint(
     resume: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write atomically: a kill at any moment leaves the previous file intact."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -41,7 +46,24 @@ def save_checkpoint(
         tensors[RESUME + k] = v.detach().to("cpu").contiguous()
     full = {"format": "fercli-model", "format_version": FORMAT_VERSION, "fercli_version": __version__, **meta}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(full)})
+        try:
+            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(full)})
+        except SafetensorError as e:  # the Rust writer's I/O errors: hand atomic_path an OSError with errno
+            m = re.search(r"os error (\d+)", str(e))
+            code = int(m.group(1)) if m else errno.EIO
+            raise OSError(code, os.strerror(code)) from e
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _arch_arg_ok(v: Any) -> bool:
+    """Network arguments are small numbers (width, fc, dropout) or short lists of small ints (convs):
+    bounds that keep a hostile file from declaring a network too big to build."""
+    if isinstance(v, list):
+        return len(v) <= 16 and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= 64 for i in v)
+    return _number(v) and 0 <= v <= 65536
 
 
 def _validate_meta(path: str, meta: dict[str, Any]) -> None:
@@ -51,31 +73,33 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
     if not isinstance(arch, str) or arch not in models.names():
         raise FerError(f"{path}: checkpoint names an unknown network '{str(arch)[:40]}'")
     args = meta.get("arch_args", {})
-    if not isinstance(args, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float, list)) for k, v in args.items()
-    ):
+    if not isinstance(args, dict) or not all(isinstance(k, str) and _arch_arg_ok(v) for k, v in args.items()):
         raise FerError(f"{path}: checkpoint has malformed arch_args")
     if meta.get("classes") != list(CLASSES):
         raise FerError(f"{path}: checkpoint classes do not match FER2013's seven emotions")
     norm = meta.get("normalize")
-    if not (isinstance(norm, dict) and all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std"))):
+    if not (isinstance(norm, dict) and all(_number(norm.get(k)) for k in ("mean", "std"))):
         raise FerError(f"{path}: checkpoint lacks its normalisation (mean, std)")
-    if norm["std"] <= 0:
-        raise FerError(f"{path}: checkpoint normalisation std must be positive")
+    if not (0 <= norm["mean"] <= 1 and MIN_STD <= norm["std"] <= 1):  # a tiny std overflows float32
+        raise FerError(f"{path}: checkpoint normalisation must have mean in [0, 1] and std in [{MIN_STD}, 1]")
     if meta.get("image_size") != IMAGE_SIZE:
         raise FerError(f"{path}: checkpoint image size is not {IMAGE_SIZE}")
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The validated metadata of a checkpoint (no tensors read)."""
-    _, meta, _ = read_meta_json(path, META_KEY, "checkpoint")
+    return _read(path)[1]
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, meta, _ = read_meta_json(path, META_KEY, "checkpoint")
     _validate_meta(str(path), meta)
-    return meta
+    return header, meta
 
 
 def load_tensors(path: str | os.PathLike, prefix: str | None = None) -> dict[str, torch.Tensor]:
     """Weights (prefix None) or the resume state (prefix "resume.") of a checkpoint, on the CPU."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     out = {}
     try:
@@ -85,27 +109,71 @@ def load_tensors(path: str | os.PathLike, prefix: str | None = None) -> dict[str
                     out[k] = f.get_tensor(k)
                 elif prefix is not None and k.startswith(prefix):
                     out[k[len(prefix) :]] = f.get_tensor(k)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as e:
         raise FerError(f"{path}: cannot read checkpoint tensors ({e})") from e
     return out
+
+
+def read_checked(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validated metadata plus the network arguments, after checking that the stored weights are exactly
+    the declared network's: names and shapes, compared on the meta device (no memory), so a file can
+    never make us build a network bigger than the weights it holds."""
+    from fercli import models
+
+    header, meta = _read(path)
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("arch_args", {}).items()}
+    with torch.device("meta"):
+        shapes = {k: list(v.shape) for k, v in models.create(meta["arch"], **args).state_dict().items()}
+    stored = {k: e["shape"] for k, e in header.items() if not k.startswith(RESUME)}
+    if shapes != stored:
+        diff = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored[k]]
+        raise FerError(f"{path}: weights do not fit network '{meta['arch']}' (first mismatch: {diff[0][:60]})")
+    return meta, args
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network a checkpoint declares and load its weights, in eval mode."""
     from fercli import models
 
-    meta = read_meta(path)
-    model = models.create(
-        meta["arch"], **{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("arch_args", {}).items()}
-    )
+    meta, args = read_checked(path)
+    model = models.create(meta["arch"], **args)
     state = load_tensors(path)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    except RuntimeError as e:  # e.g. a dtype the network cannot take
         first = str(e).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
         raise FerError(f"{path}: weights do not fit network '{meta['arch']}' ({detail[:160]})", BAD_INPUT) from e
     return model.to(device).eval(), meta
+
+
+def check_resume(path: str | os.PathLike, state: Any) -> dict[str, Any]:
+    """The resume state of a last.safetensors, type-checked field by field before training trusts it."""
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def row_ok(row: Any) -> bool:
+        return isinstance(row, dict) and all(isinstance(k, str) and (_number(v) or v is None) for k, v in row.items())
+
+    fields = {
+        "epoch": lambda v: count(v) and v >= 1,
+        "step": count, "global_step": count, "best_epoch": count, "bad_epochs": count, "patience": count,
+        "elapsed": _number, "best_acc": _number,
+        "sums": lambda v: isinstance(v, dict) and _number(v.get("loss")) and count(v.get("correct"))
+        and count(v.get("seen")),
+        "history": lambda v: isinstance(v, list) and all(row_ok(r) for r in v),
+        "optimizer": lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+        and isinstance(v.get("scalars", {}), dict),
+    }  # fmt: skip
+    if not isinstance(state, dict):
+        raise FerError(f"{path}: resume state is not a JSON object")
+    for name, ok in fields.items():
+        if not ok(state.get(name)):
+            raise FerError(f"{path}: resume state field '{name}' is missing or malformed")
+    if not count(state.get("save_every", 0)):
+        raise FerError(f"{path}: resume state field 'save_every' is malformed")
+    return state
 
 
 # ---- optimizer state <-> flat tensors + JSON ---------------------------------------------------------

@@ -107,8 +107,13 @@ def train(
     resume: str | None = typer.Option(None, help="Continue a run: its folder, its last.safetensors, or `last`."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
+    save_every: int | None = typer.Option(
+        None, help="Also save last.safetensors every N steps (default: each epoch's end; a resumed run keeps its own)."
+    ),
 ) -> None:
-    """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves."""
+    """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves.
+
+    Several GPUs or machines: torchrun --nproc_per_node N -m fercli train ... (see docs/commands/train.md)."""
     from fercli.recipe import NO_AUGMENT, build_recipe
     from fercli.train import RunSettings
     from fercli.train import train as run_training
@@ -126,7 +131,7 @@ def train(
         console.default_used("--arch", r.arch)
     settings = RunSettings(
         data=str(data) if data else None, device=device, project=str(project), name=name, patience=patience,
-        json_lines=json_lines, compile=compile,
+        json_lines=json_lines, compile=compile, save_every=save_every,
     )  # fmt: skip
     run_training(r, settings, resume=resume)
 
@@ -402,7 +407,8 @@ def main() -> None:
     except FerError as e:
         if _debug["on"]:
             raise
-        console.error(str(e))
+        if str(e):  # empty: already said (another torchrun rank)
+            console.error(str(e))
         sys.exit(e.code)
     except BrokenPipeError:
         # The reader went away (`fer predict ... | head`): stop quietly, as a SIGPIPE'd tool does.

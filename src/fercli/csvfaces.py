@@ -118,13 +118,16 @@ class CsvFaces:
     def _read_header(self) -> None:
         first = b""
         while not first.strip():
-            line = self.stream.readline()
+            line = _read_line(self.stream, self.name)
             if not line:
                 raise FerError(f"{self.name}: empty file, expected a CSV header")
             first += line
         self.line_no = first.count(b"\n") or 1
         text = first.decode("utf-8-sig", errors="replace").strip("\r\n")
-        header = [h.strip().strip('"').lower() for h in next(csv.reader([text]))]
+        try:
+            header = [h.strip().strip('"').lower() for h in next(csv.reader([text]), [])]
+        except csv.Error as e:
+            raise FerError(f"{self.name} line {self.line_no}: malformed CSV header ({e})") from e
         self.header = header
         self.i_pixels = _pick(header, PIXEL_COLUMNS)
         if self.i_pixels is None:
@@ -250,7 +253,11 @@ class CsvFaces:
             if not line or line.isspace():
                 continue
             if b'"' in line:
-                fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", "replace")]))]
+                try:
+                    fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", "replace")]), [])]
+                except csv.Error as e:
+                    out.errors.append((self.line_no, f"malformed CSV quoting ({e})"))
+                    continue
             else:
                 fields = line.split(b",")
             if len(fields) != width:

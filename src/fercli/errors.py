@@ -11,8 +11,10 @@ INTERRUPTED = 130  # Ctrl-C; training saved `last` first
 
 
 class FerError(Exception):
-    """An error the user can act on: `str(err)` is the whole message, `code` the exit status."""
+    """An error the user can act on: `str(err)` is the whole message, `code` the exit status.
+    An empty message means it was already reported (by torchrun's rank 0): exit quietly with the code."""
 
     def __init__(self, message: str, code: int = BAD_INPUT) -> None:
-        super().__init__(message)
+        # One line, whatever a wrapped library's text holds (decoders put newlines in theirs).
+        super().__init__(" ".join(message.split()))
         self.code = code

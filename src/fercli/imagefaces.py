@@ -61,12 +61,14 @@ def _wanted(rel: str) -> bool:
 def decode_face(data: bytes, where: str) -> np.ndarray:
     """Bytes of any image file -> uint8 [48,48]; a clear error naming `where` if it cannot be used."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise FerError(f"{where}: image file too large ({len(data)} bytes)")
+        raise FerError(f"{where}: image file larger than {MAX_IMAGE_BYTES >> 20} MB, refusing it")
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
-                raise FerError(f"{where}: image declares {w}x{h} pixels, refusing to decode it")
+                raise FerError(
+                    f"{where}: image declares {w}x{h} pixels (over {MAX_IMAGE_PIXELS:,}), refusing to decode it"
+                )
             if img.format == "JPEG":
                 img.draft("L", (IMAGE_SIZE, IMAGE_SIZE))  # DCT-domain downscale: much faster on big JPEGs
             img = ImageOps.exif_transpose(img).convert("L")
@@ -75,7 +77,9 @@ def decode_face(data: bytes, where: str) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8)
     except FerError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own guard fires at open for the largest ones
+        raise FerError(f"{where}: image declares over {MAX_IMAGE_PIXELS:,} pixels, refusing it") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise FerError(f"{where}: cannot decode image ({e})") from e
 
 
@@ -110,7 +114,9 @@ class ImageFaces:
         if self._zip is not None:
             where = f"{self.path} member {entry.path}"
             try:
-                return self._zip.read(entry.path), where
+                # Read at most one byte past the limit: a zip bomb member is never inflated in full.
+                with self._zip.open(entry.path) as f:
+                    return f.read(MAX_IMAGE_BYTES + 1), where
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
                 raise FerError(f"{where}: corrupt zip member ({e})") from e
         full = os.path.join(self.path, entry.path) if entry.path else self.path

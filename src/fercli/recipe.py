@@ -8,6 +8,7 @@ still needs a GPU session. The `study` preset is the original study's recipe (vg
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -46,9 +47,33 @@ class Recipe:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: Any, where: str) -> Recipe:
+        """A recipe read from a file (a checkpoint's metadata): every field type- and range-checked."""
+        if not isinstance(d, dict):
+            raise FerError(f"{where}: recipe is not a JSON object")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v, default = d[f.name], f.default
+            if isinstance(default, bool):
+                ok = isinstance(v, bool)
+            elif isinstance(default, str):
+                ok = isinstance(v, str)
+            elif isinstance(default, int):
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            else:  # float, or width (None or a number)
+                ok = (v is None and default is None) or (
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                )
+            if not ok:
+                raise FerError(f"{where}: recipe field '{f.name}' has a value of the wrong type")
+            values[f.name] = v
+        r = cls(**values)
+        problem = recipe_problem(r)
+        if problem:
+            raise FerError(f"{where}: recipe is invalid ({problem})")
+        return r
 
 
 # Every augmentation switched off (`fer train --no-augment`, the study preset, the demo).
@@ -72,21 +97,33 @@ def build_recipe(preset: str, overrides: dict[str, Any]) -> Recipe:
         raise FerError(f"unknown recipe '{preset}' (choose from {', '.join(PRESETS)})", USAGE)
     given = {k: v for k, v in overrides.items() if v is not None}
     r = replace(PRESETS[preset], **given)
+    problem = recipe_problem(r)
+    if problem:
+        raise FerError(problem, USAGE)
+    return r
+
+
+def recipe_problem(r: Recipe) -> str | None:
+    """What is wrong with a recipe, in the words of the option that sets it; None when nothing is."""
     checks = [
-        (r.epochs >= 1, "--epochs must be at least 1"),
-        (r.batch >= 1, "--batch must be at least 1"),
+        (1 <= r.epochs <= 100_000, "--epochs must be in 1..100000"),
+        (1 <= r.batch <= 1 << 20, "--batch must be in 1..1048576"),
         (r.lr > 0, "--lr must be positive"),
-        (r.width is None or r.width > 0, "--width must be positive"),
+        (r.width is None or 0 < r.width <= 16, "--width must be in (0, 16]"),
         (r.optimizer in ("sgd", "adamw", "adam"), "--optimizer must be sgd, adamw or adam"),
         (r.schedule in ("onecycle", "cosine", "constant"), "--schedule must be onecycle, cosine or constant"),
         (0 <= r.warmup < 1, "--warmup must be in [0, 1)"),
         (0 <= r.ema < 1, "--ema must be in [0, 1)"),
         (0 <= r.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (0 <= r.weight_decay < 1, "--weight-decay must be in [0, 1)"),
+        (0 < r.momentum < 1, "momentum must be in (0, 1)"),
+        (0 <= r.rotate <= 180, "rotate must be in [0, 180] degrees"),
+        (0 <= r.scale < 1 and 0 <= r.translate <= 1, "scale must be in [0, 1) and translate in [0, 1]"),
+        (0 <= r.flip <= 1 and 0 <= r.erase <= 1, "flip and erase are probabilities in [0, 1]"),
+        (0 < r.erase_min <= r.erase_max <= 1, "erase_min and erase_max must satisfy 0 < min <= max <= 1"),
+        (0 <= r.seed < 2**63, "--seed must be in [0, 2**63)"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise FerError(message, USAGE)
-    return r
+    return next((message for ok, message in checks if not ok), None)
 
 
 def lr_at(r: Recipe, step: int, total_steps: int) -> float:
@@ -94,8 +131,6 @@ def lr_at(r: Recipe, step: int, total_steps: int) -> float:
     so a resumed run continues the schedule exactly."""
     if r.schedule == "constant":
         return r.lr
-    import math
-
     warm = int(r.warmup * total_steps) if r.schedule == "onecycle" else 0
     if step < warm:
         return r.lr * (0.04 + 0.96 * step / warm)  # one-cycle starts at peak/25

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fercli.errors import NOT_FOUND, FerError
+from fercli.atomic import why
+from fercli.errors import IO_ERROR, NOT_FOUND, FerError
 
 DEFAULT_PROJECT = "runs"
 
@@ -13,15 +14,16 @@ DEFAULT_PROJECT = "runs"
 def new_run_dir(project: str | Path, name: str = "exp") -> Path:
     """Create and return the first free `<project>/train/<name>[N]` folder."""
     base = Path(project) / "train"
-    base.mkdir(parents=True, exist_ok=True)
     n = 1
     while True:
         path = base / (name if n == 1 else f"{name}{n}")
         try:
-            path.mkdir()
+            path.mkdir(parents=True)
             return path
         except FileExistsError:
             n += 1
+        except OSError as e:
+            raise FerError(f"{path}: cannot create the run folder ({why(e)})", IO_ERROR) from e
 
 
 def latest_run(project: str | Path = DEFAULT_PROJECT, need: str = "best.safetensors") -> Path:

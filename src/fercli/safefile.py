@@ -70,6 +70,15 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
             ok = 0 <= lo <= hi <= data_len and hi - lo == itemsize * int(np.prod(e["shape"], dtype=np.int64))
         if not ok:
             raise FerError(f"{path}: damaged safetensors entry '{str(name)[:40]}'")
+    # As the format requires: tensors tile the data region exactly, no gaps, no overlaps, no tail.
+    spans = sorted(tuple(e["data_offsets"]) for e in header.values())
+    end = 0
+    for lo, hi in spans:
+        if lo != end:
+            raise FerError(f"{path}: damaged safetensors file (tensor data overlaps or leaves gaps)")
+        end = hi
+    if end != data_len:
+        raise FerError(f"{path}: damaged safetensors file (data region is {data_len} bytes, tensors cover {end})")
     return header, meta, 8 + n
 
 

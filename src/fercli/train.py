@@ -4,6 +4,10 @@ Phases: (1) resume or start a run folder, (2) put the whole uint8 train and val 
 (3) build the network and optimizer, (4) the epoch loop: permute, then per step index a batch,
 normalise, augment on the device, forward, backward, step; validate at each epoch's end; write
 checkpoints, metrics.csv and curves.png. CPU-GPU sync points are marked "sync".
+
+Under torchrun (see distributed.py) every rank runs this same sequence on its own slice of each
+global batch; the permutation, augmentation draws and decisions (best epoch, early stop, Ctrl-C)
+are identical on all ranks, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -22,26 +26,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fercli import console, models
+from fercli import console, distributed, models
 from fercli.atomic import atomic_path
 from fercli.augment import augment
 from fercli.checkpoint import (
-    RESUME,
-    load_tensors,
-    optimizer_from_flat,
+    MIN_STD,
     optimizer_to_flat,
-    read_meta,
     save_checkpoint,
 )
 from fercli.classes import CLASSES, IMAGE_SIZE
 from fercli.device import pick_device
-from fercli.errors import INTERRUPTED, NOT_FOUND, USAGE, FerError
+from fercli.errors import INTERRUPTED, USAGE, FerError
 from fercli.inference import autocast_for, normalize, predict_probs
 from fercli.plots import training_curves
 from fercli.prepared import PreparedData
 from fercli.progress import TrainProgress
 from fercli.recipe import Recipe, lr_at
-from fercli.runs import latest_run, new_run_dir
+from fercli.resume import clear_stale_temporaries, open_resume, restore, rng_state
+from fercli.runs import new_run_dir
 
 METRIC_COLUMNS = ["epoch", "loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "images_per_s"]
 
@@ -59,7 +61,8 @@ class RunSettings:
     compile: bool = False
     log_every: int = 10  # steps between progress updates; each is a CPU-GPU sync
     progress: bool = True
-    stop_at_step: int | None = None  # act as if Ctrl-C came before this global step (tests, smoke runs)
+    stop_at_step: int | None = None  # act as if Ctrl-C came before this global step, or at once if past it
+    save_every: int | None = None  # also save last every N steps; None: 0 (epoch ends only), or the resumed run's
 
 
 class _StopFlag:
@@ -87,18 +90,6 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def resolve_resume(ref: str, project: str) -> Path:
-    """`--resume` takes a run folder, its last.safetensors, or `last` for the newest run."""
-    if ref == "last":
-        return latest_run(project, need="last.safetensors") / "last.safetensors"
-    p = Path(ref)
-    if p.is_dir():
-        p = p / "last.safetensors"
-    if not p.exists():
-        raise FerError(f"{p}: nothing to resume (no such last.safetensors)", NOT_FOUND)
-    return p
-
-
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv and linear weights only: never on BatchNorm parameters or biases."""
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -115,27 +106,13 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=r.lr)
 
 
-def _rng_state(g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"rng.gen": g.get_state(), "rng.cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(g: torch.Generator, device: torch.device, t: dict[str, torch.Tensor]) -> None:
-    g.set_state(t["rng.gen"])
-    torch.set_rng_state(t["rng.cpu"])
-    if device.type == "cuda" and "rng.cuda" in t:
-        torch.cuda.set_rng_state(t["rng.cuda"], device)
-
-
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
     """Mean and std of uint8 pixels scaled to [0,1], from a 256-bin histogram (no float copy of the set)."""
     hist = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
     levels = np.arange(256) / 255.0
     mean = float(hist @ levels / hist.sum())
     var = float(hist @ (levels - mean) ** 2 / hist.sum())
-    return mean, (var**0.5) or 1.0
+    return mean, max(var**0.5, MIN_STD)
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
@@ -146,18 +123,29 @@ def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[str, Any]:
-    """Train and return a summary (run folder, best valid_acc and its epoch, epochs run)."""
+    """Train and return a summary (run folder, best valid_acc and its epoch, epochs run).
+
+    Run by torchrun, this process is one rank of a DistributedDataParallel job."""
+    group = distributed.from_env()
+    if not group.main:
+        console.reset(quiet=True)  # one voice: rank 0 talks, the other ranks only report errors
+    try:
+        return _train(recipe, run, resume, group)
+    finally:
+        distributed.leave(group)
+
+
+def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distributed.Group) -> dict[str, Any]:
     # ---- 1. run folder: a new one, or the one being resumed -----------------------------------------
     state: dict[str, Any] | None = None
     if resume is not None:
-        ckpt = resolve_resume(resume, run.project)
-        meta = read_meta(ckpt)
-        if "resume" not in meta:
-            raise FerError(f"{ckpt}: holds no resume state (only last.safetensors does)", USAGE)
-        recipe = Recipe.from_dict(meta["recipe"])
-        state = meta["resume"]
+        ckpt, meta, recipe, state = open_resume(resume, run.project)
         run.patience = state.get("patience", run.patience)
+        if run.save_every is None:
+            run.save_every = state.get("save_every", 0)
         run_dir = ckpt.parent
+        if group.main:
+            clear_stale_temporaries(run_dir)
         run.data = run.data or meta["data"]["path"]
         console.info(f"resuming {run_dir} at epoch {state['epoch']} step {state['step']}")
     if run.data is None:
@@ -165,7 +153,10 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
 
         console.default_used("--data", DEFAULT_DATA)
         run.data = DEFAULT_DATA
-    device = pick_device(run.device)
+    run.save_every = run.save_every or 0
+    if run.save_every < 0:
+        raise FerError(f"--save-every must be 0 or more steps, got {run.save_every}", USAGE)
+    device = distributed.join(group, pick_device(run.device))
 
     # ---- 2. data: the whole uint8 set moves to the device once ---------------------------------------
     data = PreparedData.open(run.data)
@@ -187,6 +178,9 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
     x_val_np, y_val = data.images[va], torch.from_numpy(data.labels[va])
     n = len(tr)
     batch = min(recipe.batch, n)
+    if batch % group.world:
+        raise FerError(f"--batch {batch} is not a multiple of the {group.world} torchrun processes", USAGE)
+    local = batch // group.world  # this rank's slice of every global batch
     steps_per_epoch = n // batch  # the last partial batch is dropped; a new permutation covers it next epoch
     total_steps = steps_per_epoch * recipe.epochs
 
@@ -199,7 +193,8 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
     opt = make_optimizer(model, recipe)
     ema = deepcopy(model).eval() if recipe.ema else None
     g = torch.Generator(device=device).manual_seed(recipe.seed)
-    step_fn = torch.compile(model) if run.compile else model
+    ddp = distributed.wrap(model, group)  # averages gradients across ranks in backward
+    step_fn = torch.compile(ddp) if run.compile else ddp
 
     epoch, start_step, global_step = 1, 0, 0
     sums = {"loss": 0.0, "correct": 0, "seen": 0}
@@ -207,26 +202,25 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
     history: list[dict[str, Any]] = []
     perm: torch.Tensor | None = None
     if state is not None:
-        weights = load_tensors(ckpt)
-        extra = load_tensors(ckpt, RESUME)
-        model.load_state_dict(weights if ema is None else {k[4:]: v for k, v in extra.items() if k.startswith("raw.")})
-        if ema is not None:
-            ema.load_state_dict(weights)
-        optimizer_from_flat(opt, extra, state["optimizer"])
-        _set_rng_state(g, device, extra)
-        perm = extra["perm"].to(device) if "perm" in extra else None
+        perm = restore(ckpt, state, model, ema, opt, g, device, n)
         epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
         sums, history, elapsed = state["sums"], state["history"], state["elapsed"]
         best_acc, best_epoch, bad_epochs = state["best_acc"], state["best_epoch"], state["bad_epochs"]
     else:
-        run_dir = new_run_dir(run.project, run.name)
-        args = {"recipe": recipe.to_dict(), "data": run.data, "device": str(device), "patience": run.patience}
-        with atomic_path(run_dir / "args.json") as tmp:
-            tmp.write_text(json.dumps(args, indent=2) + "\n")
+        run_dir = Path()
+        if group.main:
+            run_dir = new_run_dir(run.project, run.name)
+            args = {"recipe": recipe.to_dict(), "data": run.data, "device": str(device), "patience": run.patience,
+                    "processes": group.world}  # fmt: skip
+            with atomic_path(run_dir / "args.json") as tmp:
+                tmp.write_text(json.dumps(args, indent=2) + "\n")
+        run_dir = Path(distributed.share_text(str(run_dir), group))
         console.info(f"run folder: {run_dir}")
     net = recipe.arch if recipe.width is None else f"{recipe.arch} (width {recipe.width})"
     console.info(f"{net}, {n} train / {len(va)} val faces, batch {batch}, {recipe.epochs} epochs, "
                  f"{recipe.optimizer} lr {recipe.lr}")  # fmt: skip
+    if group.active:
+        console.info(f"torchrun: {group.world} processes, {local} faces each per step")
 
     def checkpoint_meta(row: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -238,7 +232,7 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
 
     def save_last(row: dict[str, Any] | None, at_epoch: int, at_step: int, cur_perm: torch.Tensor | None) -> None:
         opt_tensors, opt_rest = optimizer_to_flat(opt)
-        extra = {**opt_tensors, **_rng_state(g, device)}
+        extra = {**opt_tensors, **rng_state(g, device)}
         if cur_perm is not None:
             extra["perm"] = cur_perm
         if ema is not None:
@@ -247,7 +241,7 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
         meta["resume"] = {
             "epoch": at_epoch, "step": at_step, "global_step": global_step, "sums": sums, "history": history,
             "elapsed": elapsed, "best_acc": best_acc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-            "optimizer": opt_rest, "patience": run.patience,
+            "optimizer": opt_rest, "patience": run.patience, "save_every": run.save_every,
         }  # fmt: skip
         save_checkpoint(run_dir / "last.safetensors", (ema or model).state_dict(), meta, extra)
 
@@ -258,16 +252,18 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
 
     def drain() -> None:
         nonlocal seen_since_sync
-        sums["loss"] += loss_acc.item()
-        sums["correct"] += int(correct_acc.item())
-        sums["seen"] += seen_since_sync
+        loss, correct, seen = distributed.sum_all([loss_acc.item(), correct_acc.item(), seen_since_sync], group)
+        sums["loss"] += loss
+        sums["correct"] += int(correct)
+        sums["seen"] += int(seen)
         loss_acc.zero_()
         correct_acc.zero_()
         seen_since_sync = 0
 
     # ---- 4. the epoch loop ---------------------------------------------------------------------------
     stopped_early = False
-    with _StopFlag() as stop, TrainProgress(recipe.epochs, run.json_lines, run.progress) as view:
+    view_on = group.main and run.progress
+    with _StopFlag() as stop, TrainProgress(recipe.epochs, run.json_lines and group.main, view_on) as view:
         while epoch <= recipe.epochs:
             t0 = time.perf_counter()
             if perm is None or start_step == 0:
@@ -276,23 +272,34 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
             view.start_epoch(epoch, steps_per_epoch, start_step)
             model.train()
             for step in range(start_step, steps_per_epoch):
-                if stop.hit or global_step == run.stop_at_step:
+                # Ranks agree on Ctrl-C at every log_every-th step (a collective), so all stop together.
+                stop_now = (
+                    stop.hit
+                    if not group.active
+                    else step % run.log_every == 0 and distributed.any_rank(stop.hit, group)
+                )
+                if stop_now or (run.stop_at_step is not None and global_step >= run.stop_at_step):
                     drain()
-                    save_last(None, epoch, step, perm)
+                    if group.main:
+                        save_last(None, epoch, step, perm)
+                    if not group.main:
+                        raise FerError("", INTERRUPTED)  # rank 0 says it, once
+                    launch = f"torchrun --nproc_per_node {group.world} -m fercli" if group.active else "fer"
                     raise FerError(
                         f"interrupted at epoch {epoch} step {step}; saved {run_dir / 'last.safetensors'}. "
-                        f"Resume with: fer train --resume {run_dir}", INTERRUPTED,
+                        f"Resume with: {launch} train --resume {run_dir}", INTERRUPTED,
                     )  # fmt: skip
-                idx = perm[step * batch : (step + 1) * batch]
-                x = normalize(x_train[idx], mean, std)  # [B,1,48,48] float
-                y = y_train[idx]  # [B]
+                lo = step * batch + group.rank * local
+                idx = perm[lo : lo + local]
+                x = normalize(x_train[idx], mean, std)  # [B/world,1,48,48] float
+                y = y_train[idx]  # [B/world]
                 if recipe.augments:
-                    x = augment(x, recipe, g)
+                    x = augment(x, recipe, g, group.rank, group.world)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(recipe, global_step, total_steps)
-                for group in opt.param_groups:
-                    group["lr"] = lr
+                for param_group in opt.param_groups:
+                    param_group["lr"] = lr
                 with autocast_for(device):
                     logits = step_fn(x)  # [B,7]
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
@@ -313,13 +320,25 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
                     drain()  # sync
                     ips = sums["seen"] / max(1e-9, time.perf_counter() - t0)
                     view.step(step + 1, sums["loss"] / sums["seen"], sums["correct"] / sums["seen"], lr, ips)
+                if run.save_every and global_step % run.save_every == 0 and step + 1 < steps_per_epoch:
+                    drain()  # sync; the epoch-end save below covers the last step
+                    if group.main:
+                        save_last(None, epoch, step + 1, perm)
             start_step = 0
 
-            # validation, with the EMA weights when EMA is on (sync: probabilities come back to the CPU)
+            # validation, with the EMA weights when EMA is on (sync: probabilities come back to the CPU);
+            # each rank scores every world-th val face with rank 0's BatchNorm statistics, then all sum.
             t_val = time.perf_counter()
-            probs = predict_probs(ema or model, x_val_np, mean, std, device, batch=1024, tta=recipe.tta)
-            valid_acc = float((probs.argmax(1) == y_val).float().mean())
-            valid_loss = float(F.nll_loss(probs.clamp_min(1e-8).log(), y_val))
+            distributed.same_buffers([m for m in (model, ema) if m is not None], group)
+            shard = slice(group.rank, None, group.world)
+            y_shard, correct, nll = y_val[shard], 0.0, 0.0
+            if len(y_shard):
+                x_shard = np.ascontiguousarray(x_val_np[shard])
+                probs = predict_probs(ema or model, x_shard, mean, std, device, batch=1024, tta=recipe.tta)
+                correct = float((probs.argmax(1) == y_shard).sum())
+                nll = float(F.nll_loss(probs.clamp_min(1e-8).log(), y_shard, reduction="sum"))
+            correct, nll = distributed.sum_all([correct, nll], group)
+            valid_acc, valid_loss = correct / len(y_val), nll / len(y_val)
             seconds = time.perf_counter() - t0
             valid_seconds = time.perf_counter() - t_val
             elapsed += seconds
@@ -334,15 +353,17 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
             improved = valid_acc > best_acc
             if improved:
                 best_acc, best_epoch, bad_epochs = valid_acc, epoch, 0
-                save_checkpoint(run_dir / "best.safetensors", (ema or model).state_dict(), checkpoint_meta(row))
+                if group.main:
+                    save_checkpoint(run_dir / "best.safetensors", (ema or model).state_dict(), checkpoint_meta(row))
             else:
                 bad_epochs += 1
             view.end_epoch(row, improved)
             epoch += 1
             perm = None
-            save_last(row, epoch, 0, None)
-            _write_metrics(run_dir / "metrics.csv", history)
-            training_curves(history, run_dir / "curves.png", f"{recipe.arch} on {Path(run.data).name}")
+            if group.main:
+                save_last(row, epoch, 0, None)
+                _write_metrics(run_dir / "metrics.csv", history)
+                training_curves(history, run_dir / "curves.png", f"{recipe.arch} on {Path(run.data).name}")
             if run.patience and bad_epochs >= run.patience:
                 console.info(f"early stop: no better valid_acc for {run.patience} epochs")
                 stopped_early = True

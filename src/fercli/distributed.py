@@ -1,0 +1,126 @@
+"""Multi-process training on PyTorch's own engine: torchrun starts the processes, `fer train` joins them.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and the rendezvous address) in each process's
+environment. With WORLD_SIZE > 1, `fer train` joins the process group (nccl on CUDA, gloo on the
+CPU), wraps the network in DistributedDataParallel, trains its own slice of every global batch,
+all-reduces its metrics, and leaves files and progress to rank 0. Every collective here is a
+CPU-GPU sync point on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fercli.errors import USAGE, FerError
+
+
+@dataclass
+class Group:
+    """This process's place in the job; the defaults describe a plain single-process run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None  # where collective tensors live (the training device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def from_env() -> Group:
+    """Rank and world size as torchrun set them, without joining anything yet."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError as e:
+        raise FerError(f"torchrun environment is malformed ({e})", USAGE) from e
+    return Group(rank=rank, world=world, local_rank=local_rank)
+
+
+def join(group: Group, device: torch.device) -> torch.device:
+    """Join the process group; returns the device this rank trains on (cuda:LOCAL_RANK on CUDA)."""
+    if not group.active:
+        group.device = device
+        return device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", group.local_rank if device.index is None else device.index)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise FerError(f"multi-process training runs on CUDA (nccl) or the CPU (gloo), not {device.type}", USAGE)
+    dist.init_process_group(backend=backend)
+    group.device = device
+    return device
+
+
+def leave(group: Group) -> None:
+    if group.active:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, group: Group) -> nn.Module:
+    """DistributedDataParallel around the network: gradients are averaged across ranks in backward."""
+    if not group.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [group.device] if group.device is not None and group.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def sum_all(values: list[float], group: Group) -> list[float]:
+    """Element-wise sum of a few numbers over all ranks (sync)."""
+    if not group.active:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=group.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_rank(flag: bool, group: Group) -> bool:
+    """True on every rank when it is true on any (so that all stop at the same step)."""
+    return sum_all([float(flag)], group)[0] > 0 if group.active else flag
+
+
+def share_text(text: str, group: Group) -> str:
+    """Rank 0's string on every rank (the run folder it created)."""
+    if not group.active:
+        return text
+    import torch.distributed as dist
+
+    raw = torch.zeros(4096, dtype=torch.uint8, device=group.device)
+    if group.main:
+        data = text.encode()[:4096]
+        raw[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    dist.broadcast(raw, src=0)
+    return bytes(raw.cpu().tolist()).rstrip(b"\0").decode()
+
+
+def same_buffers(modules: list[nn.Module], group: Group) -> None:
+    """Give every rank rank 0's BatchNorm running statistics, so that all evaluate the model rank 0 saves."""
+    if not group.active:
+        return
+    import torch.distributed as dist
+
+    for m in modules:
+        for b in m.buffers():
+            dist.broadcast(b, src=0)

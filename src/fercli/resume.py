@@ -1,0 +1,98 @@
+"""Continuing a run: finding its last.safetensors, checking everything in it before it is trusted, and
+putting the weights, optimizer, RNG states and permutation back so the run goes on exactly where it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fercli.checkpoint import RESUME, check_resume, load_tensors, optimizer_from_flat, read_checked
+from fercli.errors import NOT_FOUND, USAGE, FerError
+from fercli.recipe import Recipe
+from fercli.runs import latest_run
+
+
+def resolve_resume(ref: str, project: str) -> Path:
+    """`--resume` takes a run folder, its last.safetensors, or `last` for the newest run."""
+    if ref == "last":
+        return latest_run(project, need="last.safetensors") / "last.safetensors"
+    p = Path(ref)
+    if p.is_dir():
+        p = p / "last.safetensors"
+    if not p.exists():
+        raise FerError(f"{p}: nothing to resume (no such last.safetensors)", NOT_FOUND)
+    return p
+
+
+def open_resume(ref: str, project: str) -> tuple[Path, dict[str, Any], Recipe, dict[str, Any]]:
+    """(checkpoint path, its metadata, its recipe, its resume state), every part validated."""
+    ckpt = resolve_resume(ref, project)
+    meta, arch_args = read_checked(ckpt)
+    if "resume" not in meta:
+        raise FerError(f"{ckpt}: holds no resume state (only last.safetensors does)", USAGE)
+    recipe = Recipe.from_dict(meta.get("recipe"), str(ckpt))
+    if recipe.arch != meta["arch"] or arch_args != ({} if recipe.width is None else {"width": recipe.width}):
+        raise FerError(f"{ckpt}: its recipe names another network than its weights")
+    state = check_resume(ckpt, meta["resume"])
+    data_ref = meta.get("data")
+    if not (isinstance(data_ref, dict) and isinstance(data_ref.get("path"), str)
+            and isinstance(data_ref.get("hash"), str)):  # fmt: skip
+        raise FerError(f"{ckpt}: checkpoint does not say which data file it was trained on")
+    return ckpt, meta, recipe, state
+
+
+def clear_stale_temporaries(run_dir: Path) -> None:
+    """Remove what a killed writer left: atomic_path's hidden temporaries (one writer per run folder)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only run folder: the first write will say so
+
+
+def rng_state(g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"rng.gen": g.get_state(), "rng.cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(g: torch.Generator, device: torch.device, t: dict[str, torch.Tensor]) -> None:
+    g.set_state(t["rng.gen"])
+    torch.set_rng_state(t["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in t:
+        torch.cuda.set_rng_state(t["rng.cuda"], device)
+
+
+def restore(
+    ckpt: Path,
+    state: dict[str, Any],
+    model: nn.Module,
+    ema: nn.Module | None,
+    opt: torch.optim.Optimizer,
+    g: torch.Generator,
+    device: torch.device,
+    n: int,
+) -> torch.Tensor | None:
+    """Weights, optimizer, RNG states and the epoch's permutation from a last.safetensors; anything that
+    does not fit this run is one FerError. Returns the permutation (None at an epoch boundary)."""
+    weights = load_tensors(ckpt)
+    extra = load_tensors(ckpt, RESUME)
+    try:
+        model.load_state_dict(weights if ema is None else {k[4:]: v for k, v in extra.items() if k.startswith("raw.")})
+        if ema is not None:
+            ema.load_state_dict(weights)
+        optimizer_from_flat(opt, extra, state["optimizer"])
+        set_rng_state(g, device, extra)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise FerError(f"{ckpt}: resume state does not fit this run ({str(e).strip().splitlines()[0][:120]})") from e
+    perm = extra.get("perm")
+    if perm is None:
+        return None
+    if perm.dtype != torch.int64 or tuple(perm.shape) != (n,) or not torch.equal(perm.sort().values, torch.arange(n)):
+        raise FerError(f"{ckpt}: resume permutation does not fit the {n} train faces")
+    return perm.to(device)
