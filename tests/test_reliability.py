@@ -60,6 +60,23 @@ def test_torchrun_two_cpu_processes_match_one_process(trained_synthetic, tmp_pat
     assert meta["arch"] == "vgg4s" and not any(k.startswith("module.") for k in model.state_dict())
 
 
+def test_each_rank_augments_its_slice_as_one_process_would():
+    """Under torchrun every rank draws the random numbers of the whole global batch and keeps its slice:
+    the ranks' augmented slices, put together, are exactly the one-process augmentation of the batch,
+    and every rank's generator ends in the same state (so the next step agrees too)."""
+    from fercli.augment import augment
+    from fercli.recipe import build_recipe
+
+    r = build_recipe("default", {})  # rotation, zoom, shift, flip and erasing all on
+    x = torch.randn(12, 1, 48, 48)
+    single = augment(x, r, torch.Generator().manual_seed(7))
+    world, gens = 3, [torch.Generator().manual_seed(7) for _ in range(3)]
+    parts = [augment(x[k * 4 : (k + 1) * 4], r, gens[k], rank=k, world=world) for k in range(world)]
+    assert torch.equal(torch.cat(parts), single)
+    states = [g.get_state() for g in gens]
+    assert all(torch.equal(s, states[0]) for s in states)
+
+
 def _start(data: Path, project: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "fercli", "-q", "train", "--data", str(data), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

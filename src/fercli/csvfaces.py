@@ -10,8 +10,8 @@ it by line. The pixel text of a whole block is then parsed at once with numpy by
 are bytes 48..57), a handful of vectorised passes over the bytes instead of 2,304 Python ints per
 row, on two worker threads (numpy drops the GIL). Blocks of 8 MB keep peak memory bounded and let
 `fer predict` emit its first rows before the input has been read to the end.
-Measured: `python bench/prep.py`, 266 MB fer2013.csv on a 2-core CPU: 1.5-1.9 s for the whole
-command, 11-13x the study's pandas + split() parse (2026-11-27).
+Measured: `python bench/prep.py`, 266 MB fer2013.csv on a 2-core CPU: 1.4-1.9 s for the whole
+command, 11-14x the study's pandas + split() parse (2026-11-27).
 """
 
 from __future__ import annotations
