@@ -15,6 +15,8 @@ class FerError(Exception):
     An empty message means it was already reported (by torchrun's rank 0): exit quietly with the code."""
 
     def __init__(self, message: str, code: int = BAD_INPUT) -> None:
-        # One line, whatever a wrapped library's text holds (decoders put newlines in theirs).
-        super().__init__(" ".join(message.split()))
+        # One printable line, whatever a wrapped library's text or a bad file's bytes hold: newlines
+        # folded, control characters shown as escapes (a terminal would act on them, rich drops them).
+        text = " ".join(message.split())
+        super().__init__("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
         self.code = code
