@@ -79,6 +79,51 @@ def write_csv(path: Path, header: str, rows: list[str], newline: str = "\n", bom
     return path
 
 
+def read_all_faces(path: Path, block: int, skip_bad: bool, python_only: bool) -> tuple:
+    """Everything CsvFaces yields for a file, ("ok", image bytes, labels, splits, ids, bad count, first
+    bad rows), or ("error", message). `python_only` turns the numpy block splitter off."""
+    from fercli.csvfaces import CsvFaces
+    from fercli.errors import FerError
+
+    split_clean = CsvFaces._split_clean
+    if python_only:
+        CsvFaces._split_clean = lambda self, block: None
+    try:
+        reader = CsvFaces(str(path), skip_bad=skip_bad, block_bytes=block)
+        chunks = list(reader)
+    except FerError as e:
+        return ("error", str(e))
+    finally:
+        CsvFaces._split_clean = split_clean
+    if not chunks:
+        return ("ok", b"", [], [], [], reader.bad.count, reader.bad.first)
+    return (
+        "ok",
+        np.concatenate([c.images for c in chunks]).tobytes(),
+        np.concatenate([c.labels for c in chunks]).tolist(),
+        np.concatenate([c.splits for c in chunks]).tolist(),
+        [i for c in chunks for i in c.ids],
+        reader.bad.count,
+        reader.bad.first,
+    )
+
+
+def interrupted_run(data: Path, project: Path, stop_at_step: int, **recipe: object) -> Path:
+    """A run stopped before `stop_at_step`, as Ctrl-C leaves it: its folder, with a last.safetensors
+    that holds the resume state."""
+    from fercli.errors import INTERRUPTED, FerError
+    from fercli.recipe import NO_AUGMENT, build_recipe
+    from fercli.train import RunSettings, train
+
+    r = build_recipe("default", {**recipe, **NO_AUGMENT})
+    settings = RunSettings(data=str(data), device="cpu", project=str(project), progress=False,
+                           stop_at_step=stop_at_step)  # fmt: skip
+    with pytest.raises(FerError) as e:
+        train(r, settings)
+    assert e.value.code == INTERRUPTED
+    return project / "train" / "exp"
+
+
 @pytest.fixture
 def fer2013_csv(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
     """A small fer2013.csv: 70 Training, 14 PublicTest, 14 PrivateTest rows."""

@@ -32,10 +32,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fercli.csvfaces import CsvFaces
 from fercli.errors import FerError
 
-from conftest import BAD_INPUT_CASES, faces, pixels_text
+from conftest import BAD_INPUT_CASES, faces, interrupted_run, pixels_text, read_all_faces
 
 settings.register_profile(
     "ci",
@@ -103,31 +102,6 @@ def clean_outcome(code: int, err: str, output: Path) -> bool:
     return False
 
 
-def reader_result(path: Path, block: int, skip_bad: bool, python_only: bool) -> tuple:
-    """Everything CsvFaces yields for a file, or its error message."""
-    split_clean = CsvFaces._split_clean
-    if python_only:
-        CsvFaces._split_clean = lambda self, block: None
-    try:
-        reader = CsvFaces(str(path), skip_bad=skip_bad, block_bytes=block)
-        chunks = list(reader)
-    except FerError as e:
-        return ("error", str(e))
-    finally:
-        CsvFaces._split_clean = split_clean
-    if not chunks:
-        return ("ok", b"", [], [], [], reader.bad.count, reader.bad.first)
-    return (
-        "ok",
-        np.concatenate([c.images for c in chunks]).tobytes(),
-        np.concatenate([c.labels for c in chunks]).tolist(),
-        np.concatenate([c.splits for c in chunks]).tolist(),
-        [i for c in chunks for i in c.ids],
-        reader.bad.count,
-        reader.bad.first,
-    )
-
-
 # ---- what gets mutated -------------------------------------------------------------------------------
 
 NASTY = [b",", b"\n", b"\r", b'"', b" ", b"\t", b"0", b"9", b"256", b"-1", b"1.5", b"\x00", b"\xff", b"\xef\xbb\xbf"]
@@ -166,10 +140,7 @@ def base(tmp_path_factory) -> dict:
     from fercli import models
     from fercli.checkpoint import save_checkpoint
     from fercli.classes import CLASSES, IMAGE_SIZE
-    from fercli.errors import INTERRUPTED
     from fercli.prep import prepare
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
 
     d = tmp_path_factory.mktemp("base")
     images, labels = faces(4)
@@ -190,18 +161,14 @@ def base(tmp_path_factory) -> dict:
 
     # A last.safetensors with resume state: a tiny run stopped after two steps.
     prepare([], str(d / "toy.safetensors"), synthetic=140, seed=0)
-    r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=2, batch=16, **NO_AUGMENT))
-    with pytest.raises(FerError) as e:
-        train(r, RunSettings(data=str(d / "toy.safetensors"), device="cpu", project=str(d / "runs"),
-                             progress=False, stop_at_step=2))  # fmt: skip
-    assert e.value.code == INTERRUPTED
+    run = interrupted_run(d / "toy.safetensors", d / "runs", 2, arch="vgg4s", width=0.125, epochs=2, batch=16)
     return {
         "dir": d,
         "csv": body.encode(),
         "members": members,
         "prepared": (d / "prepared.safetensors").read_bytes(),
         "model": d / "model.safetensors",
-        "last": (d / "runs" / "train" / "exp" / "last.safetensors").read_bytes(),
+        "last": (run / "last.safetensors").read_bytes(),
     }
 
 
@@ -232,15 +199,15 @@ def test_mutated_csv(base, data):
     with case("csv") as d:
         src = d / "faces.csv"
         src.write_bytes(raw)
-        fast = reader_result(src, block, skip, python_only=False)
-        assert fast == reader_result(src, block, skip, python_only=True)
+        fast = read_all_faces(src, block, skip, python_only=False)
+        assert fast == read_all_faces(src, block, skip, python_only=True)
         out = d / "out.safetensors"
         code, err, stdout = fer("prep", src, "-o", out, "--val-frac", "0", *(["--skip-bad"] if skip else []))
         assert stdout == ""
         if clean_outcome(code, err, out):
             from fercli.prepared import PreparedData
 
-            assert PreparedData.open(out).images.tobytes() == reader_result(src, 1 << 20, skip, False)[1]
+            assert PreparedData.open(out).images.tobytes() == read_all_faces(src, 1 << 20, skip, False)[1]
         elif fast[0] == "error":
             assert fast[1] in err  # the reader's own message, file and line
 
@@ -339,89 +306,21 @@ EDGE_LIST = [0, -1, 1, 0.0, -0.0, 1e-300, 1e308, -1e308, float("nan"), float("in
 EDGE = st.sampled_from(EDGE_LIST)
 
 
-def _meta_paths(meta: dict, prefix: tuple = ()) -> list[tuple]:
-    """Every key path in the metadata, so that a mutation can reach any field at any depth."""
+def _key_paths(meta: dict, leaves_only: bool = False, prefix: tuple = ()) -> list[tuple]:
+    """Every key path in the metadata (or only those to non-dict values), so that a mutation can reach
+    any field at any depth."""
     paths = []
     for k, v in meta.items():
-        paths.append((*prefix, k))
-        if isinstance(v, dict):
-            paths += _meta_paths(v, (*prefix, k))
+        nested = isinstance(v, dict) and v
+        if not (leaves_only and nested):
+            paths.append((*prefix, k))
+        if nested:
+            paths += _key_paths(v, leaves_only, (*prefix, k))
     return paths
 
 
-@st.composite
-def mutated_meta(draw, meta: dict) -> dict:
-    meta = copy.deepcopy(meta)
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(_meta_paths(meta))) if _meta_paths(meta) else ()
-        if not path:
-            break
-        parent = meta
-        for k in path[:-1]:
-            parent = parent[k]
-        if draw(st.booleans()) and len(path) > 0:
-            parent.pop(path[-1], None)
-        else:
-            parent[path[-1]] = draw(EDGE | JSON)
-    return meta
-
-
-def _rewrite_meta(raw: bytes, dest: Path, meta: dict) -> None:
-    """The same tensors with other fercli metadata (json.dumps writes NaN and Infinity as JSON5 does)."""
-    from safetensors.torch import load, save_file
-
-    save_file(load(raw), str(dest), metadata={"fercli-model": json.dumps(meta)})
-
-
-def _meta_of(raw: bytes) -> dict:
-    header = json.loads(raw[8 : _header_len(raw)])
-    return json.loads(header["__metadata__"]["fercli-model"])
-
-
-@settings(max_examples=80 * SCALE)
-@given(st.data())
-def test_checkpoint_metadata_of_any_shape(base, data):
-    good = base["model"].read_bytes()
-    meta = data.draw(mutated_meta(_meta_of(good)))
-    with case("checkpoint-metadata") as d:
-        model = d / "model.safetensors"
-        _rewrite_meta(good, model, meta)
-        out = d / "p.csv"
-        code, err, _ = fer("predict", model, base["dir"] / "faces.csv", "--probs", "-o", out)
-        if clean_outcome(code, err, out):
-            predictions_are_sound(out, 4)
-
-
-@settings(max_examples=40 * SCALE)
-@given(st.data())
-def test_resume_state_of_any_shape(base, data):
-    """`fer train --resume` over a last.safetensors whose metadata (recipe, resume state, data) is
-    mutated: a clean error, or a run that carries on (here stopped at once, as by Ctrl-C)."""
-    from fercli.errors import INTERRUPTED
-    from fercli.recipe import Recipe
-    from fercli.train import RunSettings, train
-
-    good = base["last"]
-    meta = data.draw(mutated_meta(_meta_of(good)))
-    with case("resume-state") as d:
-        run = d / "train" / "exp"
-        run.mkdir(parents=True)
-        _rewrite_meta(good, run / "last.safetensors", meta)
-        settings_ = RunSettings(data=str(base["dir"] / "toy.safetensors"), device="cpu", project=str(d),
-                                progress=False, stop_at_step=0)  # fmt: skip
-        try:
-            train(Recipe(), settings_, resume=str(run))
-        except FerError as e:
-            assert "\n" not in str(e) and str(e)
-            assert e.code in (1, 2, 3, 4, INTERRUPTED)
-        assert not list(run.glob(".*.tmp"))
-
-
-def _leaves(meta: dict, prefix: tuple = ()) -> list[tuple]:
-    out = []
-    for k, v in meta.items():
-        out += _leaves(v, (*prefix, k)) if isinstance(v, dict) and v else [(*prefix, k)]
-    return out
+DELETE = object()
+EDGE_VALUES = [DELETE, *EDGE_LIST]
 
 
 def _with(meta: dict, path: tuple, value: object) -> dict:
@@ -437,51 +336,98 @@ def _with(meta: dict, path: tuple, value: object) -> dict:
     return meta
 
 
-DELETE = object()
-EDGE_VALUES = [DELETE, *EDGE_LIST]
+@st.composite
+def mutated_meta(draw, meta: dict) -> dict:
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _key_paths(meta)
+        if not paths:
+            break
+        meta = _with(meta, draw(st.sampled_from(paths)), DELETE if draw(st.booleans()) else draw(EDGE | JSON))
+    return meta
+
+
+def _rewrite_meta(raw: bytes, dest: Path, meta: dict) -> None:
+    """The same tensors with other fercli metadata (json.dumps writes NaN and Infinity as JSON5 does)."""
+    from safetensors.torch import load, save_file
+
+    save_file(load(raw), str(dest), metadata={"fercli-model": json.dumps(meta)})
+
+
+def _meta_of(raw: bytes) -> dict:
+    header = json.loads(raw[8 : _header_len(raw)])
+    return json.loads(header["__metadata__"]["fercli-model"])
+
+
+def predict_with_meta(base: dict, meta: dict, kind: str, what: str = "") -> None:
+    """`fer predict` with the base checkpoint's tensors under `meta`: a clean outcome, sound predictions."""
+    with case(kind) as d:
+        model = d / "model.safetensors"
+        _rewrite_meta(base["model"].read_bytes(), model, meta)
+        out = d / "p.csv"
+        code, err, _ = fer("predict", model, base["dir"] / "faces.csv", "--probs", "-o", out)
+        if clean_outcome(code, err, out):
+            predictions_are_sound(out, 4, what)
+
+
+def resume_with_meta(base: dict, meta: dict, kind: str, what: str = "") -> int | None:
+    """`fer train --resume` of the base last.safetensors under `meta`, stopped at its first step as by
+    Ctrl-C when it starts at all: None (ran to its end) or the clean FerError's code."""
+    from fercli.errors import INTERRUPTED
+    from fercli.recipe import Recipe
+    from fercli.train import RunSettings, train
+
+    with case(kind) as d:
+        run = d / "train" / "exp"
+        run.mkdir(parents=True)
+        _rewrite_meta(base["last"], run / "last.safetensors", meta)
+        settings_ = RunSettings(data=str(base["dir"] / "toy.safetensors"), device="cpu", project=str(d),
+                                progress=False, stop_at_step=0)  # fmt: skip
+        code = None
+        try:
+            train(Recipe(), settings_, resume=str(run))
+        except FerError as e:
+            assert "\n" not in str(e) and str(e), what
+            assert e.code in (1, 2, 3, 4, INTERRUPTED), (what, str(e))
+            code = e.code
+        assert not list(run.glob(".*.tmp"))
+        return code
+
+
+@settings(max_examples=80 * SCALE)
+@given(st.data())
+def test_checkpoint_metadata_of_any_shape(base, data):
+    predict_with_meta(base, data.draw(mutated_meta(_meta_of(base["model"].read_bytes()))), "checkpoint-metadata")
+
+
+@settings(max_examples=40 * SCALE)
+@given(st.data())
+def test_resume_state_of_any_shape(base, data):
+    """`fer train --resume` over a last.safetensors whose metadata (recipe, resume state, data) is
+    mutated: a clean error, or a run that carries on (here stopped at once, as by Ctrl-C)."""
+    resume_with_meta(base, data.draw(mutated_meta(_meta_of(base["last"]))), "resume-state")
 
 
 def test_every_checkpoint_field_at_every_edge_value(base):
     """Random mutation rarely lands an edge value on a given field, so sweep them all: each metadata
     field of a checkpoint, removed or set to each edge value, through `fer predict`."""
-    good = base["model"].read_bytes()
-    meta = _meta_of(good)
-    for path in _leaves(meta):
+    meta = _meta_of(base["model"].read_bytes())
+    for path in _key_paths(meta, leaves_only=True):
         for value in EDGE_VALUES:
-            with case("checkpoint-fields") as d:
-                model = d / "model.safetensors"
-                _rewrite_meta(good, model, _with(meta, path, value))
-                out = d / "p.csv"
-                code, err, _ = fer("predict", model, base["dir"] / "faces.csv", "--probs", "-o", out)
-                if clean_outcome(code, err, out):
-                    predictions_are_sound(out, 4, f"{'.'.join(path)} = {value!r}")
+            predict_with_meta(base, _with(meta, path, value), "checkpoint-fields", f"{'.'.join(path)} = {value!r}")
 
 
 def test_every_resume_field_at_every_edge_value(base):
     """The same sweep over a last.safetensors' recipe, resume state and data reference, through
     `fer train --resume` (stopped at its first step, as by Ctrl-C, when it starts at all)."""
     from fercli.errors import INTERRUPTED
-    from fercli.recipe import Recipe
-    from fercli.train import RunSettings, train
 
-    good = base["last"]
-    meta = _meta_of(good)
-    paths = [p for p in _leaves(meta) if p[0] in ("recipe", "resume", "data")]
+    meta = _meta_of(base["last"])
+    paths = [p for p in _key_paths(meta, leaves_only=True) if p[0] in ("recipe", "resume", "data")]
     started = 0
     for path in paths:
         for value in EDGE_VALUES:
-            with case("resume-fields") as d:
-                run = d / "train" / "exp"
-                run.mkdir(parents=True)
-                _rewrite_meta(good, run / "last.safetensors", _with(meta, path, value))
-                settings_ = RunSettings(device="cpu", project=str(d), progress=False, stop_at_step=0,
-                                        data=str(base["dir"] / "toy.safetensors"))  # fmt: skip
-                try:
-                    train(Recipe(), settings_, resume=str(run))
-                except FerError as e:
-                    assert "\n" not in str(e) and str(e), path
-                    assert e.code in (1, 2, 3, 4, INTERRUPTED), (path, value, str(e))
-                    started += e.code == INTERRUPTED
+            code = resume_with_meta(base, _with(meta, path, value), "resume-fields", f"{'.'.join(path)} = {value!r}")
+            started += code == INTERRUPTED
     assert started > 50  # many harmless edits (a seed, a patience, a history) reach training itself
 
 

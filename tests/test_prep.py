@@ -15,7 +15,7 @@ from fercli.errors import FerError
 from fercli.prep import carve_val, prepare
 from fercli.prepared import PreparedData
 
-from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, write_csv
+from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, read_all_faces, write_csv
 
 
 def _split(data: PreparedData, name: str) -> np.ndarray:
@@ -97,24 +97,7 @@ def test_csv_variants(tmp_path, variant):
     np.testing.assert_array_equal(data.labels, expected)
 
 
-def _read_all(path, block_bytes: int, python_only: bool, monkeypatch) -> tuple:
-    from fercli.csvfaces import CsvFaces
-
-    if python_only:
-        monkeypatch.setattr(CsvFaces, "_split_clean", lambda self, block: None)
-    reader = CsvFaces(str(path), skip_bad=True, block_bytes=block_bytes)
-    chunks = list(reader)
-    monkeypatch.undo()
-    return (
-        np.concatenate([c.images for c in chunks]).tolist(),
-        np.concatenate([c.labels for c in chunks]).tolist(),
-        np.concatenate([c.splits for c in chunks]).tolist(),
-        [i for c in chunks for i in c.ids],
-        (reader.bad.count, reader.bad.first),
-    )
-
-
-def test_numpy_block_split_matches_the_per_row_path(tmp_path, monkeypatch):
+def test_numpy_block_split_matches_the_per_row_path(tmp_path):
     """Clean blocks are cut into rows in numpy (the speed path); blocks with anything irregular fall
     back to per-row Python. With small blocks this file mixes both; the results must be the same."""
     images, labels = faces(12)
@@ -126,10 +109,10 @@ def test_numpy_block_split_matches_the_per_row_path(tmp_path, monkeypatch):
     rows[9] = f'{labels[9]},"{pixels_text(images[9])}",Training'  # quoted
     src = write_csv(tmp_path / "mixed.csv", "emotion,pixels,Usage", rows)
     for block in (7000, 20000, 1 << 20):
-        assert _read_all(src, block, False, monkeypatch) == _read_all(src, block, True, monkeypatch)
-    fast = _read_all(src, 1 << 20, False, monkeypatch)
-    assert fast[4] == (1, ["line 9: label '8' is not a class code 0..6"])
-    assert len(fast[0]) == 10
+        assert read_all_faces(src, block, True, False) == read_all_faces(src, block, True, True)
+    fast = read_all_faces(src, 1 << 20, True, False)
+    assert fast[5:] == (1, ["line 9: label '8' is not a class code 0..6"])
+    assert len(fast[1]) == 10 * 48 * 48  # ten faces
 
 
 def test_clean_csv_never_takes_the_per_row_path(tmp_path, fer2013_csv, monkeypatch):

@@ -21,7 +21,7 @@ import torch
 
 from fercli.checkpoint import load_model, read_meta
 
-from conftest import fer_subprocess
+from conftest import fer_subprocess, interrupted_run
 
 TRAIN = ["--arch", "vgg4s", "--batch", "32", "--lr", "0.05", "--no-augment", "--device", "cpu"]
 
@@ -122,19 +122,6 @@ def test_kill_9_mid_training_then_resume_to_the_end(synthetic_data, tmp_path):
         assert torch.equal(weights.state_dict()[k], v), k
 
 
-def _interrupted_run(data: Path, project: Path) -> Path:
-    """A run stopped after 5 steps, as Ctrl-C leaves it: last.safetensors with resume state."""
-    from fercli.errors import INTERRUPTED, FerError
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
-
-    r = build_recipe("default", dict(arch="vgg4s", epochs=2, batch=32, lr=0.05, **NO_AUGMENT))
-    with pytest.raises(FerError) as e:
-        train(r, RunSettings(data=str(data), device="cpu", project=str(project), progress=False, stop_at_step=5))
-    assert e.value.code == INTERRUPTED
-    return project / "train" / "exp"
-
-
 def _limit_file_size() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
@@ -154,7 +141,7 @@ def test_write_failure_is_one_line_and_keeps_the_previous_checkpoint(synthetic_d
     """The checkpoint is 2.7 MB: under a 200 kB file size limit its write fails midway, as on a full
     disk; in a read-only run folder it cannot even start. Either way: exit 4, one line naming the
     file and the reason, the previous last.safetensors byte for byte, no temporary left."""
-    run = _interrupted_run(synthetic_data, tmp_path)
+    run = interrupted_run(synthetic_data, tmp_path, 5, arch="vgg4s", epochs=2, batch=32, lr=0.05)
     before = (run / "last.safetensors").read_bytes()
     cmd = [sys.executable, "-m", "fercli", "train", "--resume", str(run)]
     if failure == "full-disk":

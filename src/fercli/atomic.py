@@ -30,13 +30,25 @@ def why(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+TMP_SUFFIX = ".tmp"  # temporaries are `.<name>.<random>.tmp`: hidden, beside their target
+
+
+def clear_leftovers(folder: Path) -> None:
+    """Remove the temporaries a killed writer left in `folder` (call only where one writer works)."""
+    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the first write will say so
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; on success it replaces `dest` in one rename."""
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TMP_SUFFIX, dir=dest.parent)
         os.close(fd)
     except OSError as e:
         raise FerError(f"{dest}: cannot write here ({why(e)})", IO_ERROR) from e

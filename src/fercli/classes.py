@@ -16,3 +16,4 @@ USAGE_TO_SPLIT = {
     "privatetest": "test",
     "test": "test",
 }
+USAGE_CODE = {name: SPLITS.index(split) for name, split in USAGE_TO_SPLIT.items()}  # name -> split code

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS, UNLABELED, USAGE_TO_SPLIT
+from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -213,9 +213,8 @@ class CsvFaces:
             out.labels = np.full(n, UNLABELED, dtype=np.int64)
         if self.i_usage is not None:
             u0, u1 = bounds[:, self.i_usage] + 1, bounds[:, self.i_usage + 1]
-            codes = {u: SPLITS.index(s) for u, s in USAGE_TO_SPLIT.items()}
             try:
-                out.splits = np.asarray([codes[block[i:j].strip().lower().decode()] for i, j in zip(u0, u1)])
+                out.splits = np.asarray([USAGE_CODE[block[i:j].strip().lower().decode()] for i, j in zip(u0, u1)])
             except (KeyError, UnicodeDecodeError):
                 return None
         else:
@@ -274,10 +273,10 @@ class CsvFaces:
             split = -1
             if self.i_usage is not None:
                 usage = fields[self.i_usage].strip().decode("utf-8", "replace")
-                if usage.lower() not in USAGE_TO_SPLIT:
+                if usage.lower() not in USAGE_CODE:
                     out.errors.append((self.line_no, f"unknown Usage '{usage[:20]}'"))
                     continue
-                split = SPLITS.index(USAGE_TO_SPLIT[usage.lower()])
+                split = USAGE_CODE[usage.lower()]
             pix = fields[self.i_pixels]
             if pix[:1] in (b" ", b'"') or pix[-1:] in (b" ", b'"'):
                 pix = pix.strip(b' "')

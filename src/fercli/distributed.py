@@ -98,7 +98,7 @@ def sum_all(values: list[float], group: Group) -> list[float]:
 
 def any_rank(flag: bool, group: Group) -> bool:
     """True on every rank when it is true on any (so that all stop at the same step)."""
-    return sum_all([float(flag)], group)[0] > 0 if group.active else flag
+    return sum_all([float(flag)], group)[0] > 0
 
 
 def share_text(text: str, group: Group) -> str:

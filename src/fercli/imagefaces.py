@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS, UNLABELED, USAGE_TO_SPLIT
+from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
 from fercli.csvfaces import BadRows
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 
@@ -45,10 +45,10 @@ def _layout(rel: str) -> tuple[int, int]:
     label, split = UNLABELED, -1
     if len(parts) >= 2 and parts[-2] in CLASSES:
         label = CLASSES.index(parts[-2])
-        if len(parts) >= 3 and parts[-3] in USAGE_TO_SPLIT:
-            split = SPLITS.index(USAGE_TO_SPLIT[parts[-3]])
-    elif len(parts) >= 2 and parts[-2] in USAGE_TO_SPLIT:
-        split = SPLITS.index(USAGE_TO_SPLIT[parts[-2]])
+        if len(parts) >= 3 and parts[-3] in USAGE_CODE:
+            split = USAGE_CODE[parts[-3]]
+    elif len(parts) >= 2 and parts[-2] in USAGE_CODE:
+        split = USAGE_CODE[parts[-2]]
     return label, split
 
 

@@ -45,15 +45,6 @@ def open_resume(ref: str, project: str) -> tuple[Path, dict[str, Any], Recipe, d
     return ckpt, meta, recipe, state
 
 
-def clear_stale_temporaries(run_dir: Path) -> None:
-    """Remove what a killed writer left: atomic_path's hidden temporaries (one writer per run folder)."""
-    for tmp in run_dir.glob(".*.tmp"):
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only run folder: the first write will say so
-
-
 def rng_state(g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
     state = {"rng.gen": g.get_state(), "rng.cpu": torch.get_rng_state()}
     if device.type == "cuda":

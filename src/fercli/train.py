@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercli import console, distributed, models
-from fercli.atomic import atomic_path
+from fercli.atomic import atomic_path, clear_leftovers
 from fercli.augment import augment
 from fercli.checkpoint import (
     MIN_STD,
@@ -42,7 +42,7 @@ from fercli.plots import training_curves
 from fercli.prepared import PreparedData
 from fercli.progress import TrainProgress
 from fercli.recipe import Recipe, lr_at
-from fercli.resume import clear_stale_temporaries, open_resume, restore, rng_state
+from fercli.resume import open_resume, restore, rng_state
 from fercli.runs import new_run_dir
 
 METRIC_COLUMNS = ["epoch", "loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "images_per_s"]
@@ -145,7 +145,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
             run.save_every = state.get("save_every", 0)
         run_dir = ckpt.parent
         if group.main:
-            clear_stale_temporaries(run_dir)
+            clear_leftovers(run_dir)  # a killed writer's temporaries (rank 0 is the run's one writer)
         run.data = run.data or meta["data"]["path"]
         console.info(f"resuming {run_dir} at epoch {state['epoch']} step {state['step']}")
     if run.data is None:
@@ -272,18 +272,14 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
             view.start_epoch(epoch, steps_per_epoch, start_step)
             model.train()
             for step in range(start_step, steps_per_epoch):
-                # Ranks agree on Ctrl-C at every log_every-th step (a collective), so all stop together.
-                stop_now = (
-                    stop.hit
-                    if not group.active
-                    else step % run.log_every == 0 and distributed.any_rank(stop.hit, group)
-                )
+                # Under torchrun, ranks agree on Ctrl-C every log_every-th step (a collective), so all stop
+                # together; a single process checks every step.
+                stop_now = (not group.active or step % run.log_every == 0) and distributed.any_rank(stop.hit, group)
                 if stop_now or (run.stop_at_step is not None and global_step >= run.stop_at_step):
                     drain()
-                    if group.main:
-                        save_last(None, epoch, step, perm)
                     if not group.main:
-                        raise FerError("", INTERRUPTED)  # rank 0 says it, once
+                        raise FerError("", INTERRUPTED)  # rank 0 saves and says it, once
+                    save_last(None, epoch, step, perm)
                     launch = f"torchrun --nproc_per_node {group.world} -m fercli" if group.active else "fer"
                     raise FerError(
                         f"interrupted at epoch {epoch} step {step}; saved {run_dir / 'last.safetensors'}. "
