@@ -130,7 +130,9 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
     if not group.main:
         console.reset(quiet=True)  # one voice: rank 0 talks, the other ranks only report errors
     try:
-        return _train(recipe, run, resume, group)
+        summary = _train(recipe, run, resume, group)
+        distributed.finish(group)  # not on errors: torchrun stops the other ranks then
+        return summary
     finally:
         distributed.leave(group)
 
@@ -277,9 +279,11 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                 stop_now = (not group.active or step % run.log_every == 0) and distributed.any_rank(stop.hit, group)
                 if stop_now or (run.stop_at_step is not None and global_step >= run.stop_at_step):
                     drain()
+                    if group.main:
+                        save_last(None, epoch, step, perm)
+                    distributed.finish(group)  # every rank waits for that save, then all leave together
                     if not group.main:
-                        raise FerError("", INTERRUPTED)  # rank 0 saves and says it, once
-                    save_last(None, epoch, step, perm)
+                        raise FerError("", INTERRUPTED)  # rank 0 says it, once
                     launch = f"torchrun --nproc_per_node {group.world} -m fercli" if group.active else "fer"
                     raise FerError(
                         f"interrupted at epoch {epoch} step {step}; saved {run_dir / 'last.safetensors'}. "
