@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -396,34 +397,60 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
     return flags + [a for a in argv[:cut] if a not in GLOBAL_FLAGS] + argv[cut:]
 
 
-def main() -> None:
+def main() -> NoReturn:
     """Console-script entry: run the app, map FerError to its exit code, keep pipes quiet."""
     if hasattr(signal, "SIGPIPE"):
         # A reader that goes away (`fer predict ... | head`) ends us as it ends any Unix filter:
         # silently, status 141. Files written with -o are never pipes, so no output is cut short.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _exit(_run())
+
+
+def _run() -> int:
     try:
-        app(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
+        code = app(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
     except FerError as e:
         if _debug["on"]:
             raise
         if str(e):  # empty: already said (another torchrun rank)
             console.error(str(e))
-        sys.exit(e.code)
+        return e.code
     except BrokenPipeError:
         # The reader went away (`fer predict ... | head`): stop quietly, as a SIGPIPE'd tool does.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(141)
+        return 141
     except KeyboardInterrupt:
         console.error("interrupted")
-        sys.exit(INTERRUPTED)
+        return INTERRUPTED
     except Exception as e:
         # Typer's (vendored) click raises usage errors and aborts; they know how to show themselves.
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
-            sys.exit(e.exit_code)
+            return e.exit_code
         if type(e).__name__ == "Abort":
             console.error("aborted")
-            sys.exit(INTERRUPTED)
+            return INTERRUPTED
         raise
+
+
+def _exit(code: int) -> NoReturn:
+    """End the process with `code`; a torchrun rank skips the interpreter's shutdown.
+
+    After the last collective, gloo's worker thread may still be releasing that operation's tensors
+    when the main thread reaches interpreter shutdown; the thread then takes the GIL during
+    finalization and the process aborts (SIGABRT, "terminate called without an active exception",
+    the rank seen as failed by torchrun; pytorch/pytorch#179291). Two-process gloo jobs on a 2-core
+    CPU machine (`bench/torchrun_exit.py` and its earlier form): 6 of 76 aborted ending through the
+    interpreter's shutdown, 0 of 114 ending here. Every file fer writes is closed (renamed into
+    place) before this point, so only the standard streams need flushing.
+    """
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a reader that went away, or a closed stream
+                pass
+        os._exit(code)
+    sys.exit(code)

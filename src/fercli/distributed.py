@@ -68,8 +68,8 @@ def join(group: Group, device: torch.device) -> torch.device:
 
 
 def finish(group: Group) -> None:
-    """Wait for every rank at the end of a run: a rank that tears its gloo group down while rank 0
-    still writes its last files aborts (seen about once in ten 2-process runs)."""
+    """Wait for every rank at the end of a run (and after rank 0's save on Ctrl-C), so that all end
+    together and none reports before rank 0's files are written. How they then leave: `cli._exit`."""
     if group.active:
         import torch.distributed as dist
 
