@@ -277,30 +277,17 @@ def saliency(
     import numpy as np
 
     from fercli.atomic import atomic_path
-    from fercli.errors import USAGE, FerError
-    from fercli.explain import METHODS, explain, per_class_figure, saliency_figure
+    from fercli.explain import explain, methods_for, per_class_figure, pick_faces, saliency_figure
 
-    methods = list(METHODS) if method == "all" else [method]
-    if method != "all" and method not in METHODS:
-        raise FerError(f"unknown --method '{method}' (choose from {', '.join(METHODS)}, all)", USAGE)
+    methods = methods_for(method)
     net, meta, d, dev = _model_and_data(model, data, project, device)
-    pool = d.indices(split)
-    if per_class:
-        labeled = pool[d.labels[pool] >= 0]
-        idx = np.concatenate([labeled[d.labels[labeled] == c][:per_class] for c in range(7)])
-    else:
-        if not index:
-            raise FerError("give --index I (repeatable) or --per-class K", USAGE)
-        bad = [i for i in index if not 0 <= i < len(pool)]
-        if bad:
-            raise FerError(f"--index {bad[0]}: the {split} split has faces 0..{len(pool) - 1}", USAGE)
-        idx = pool[index]
+    idx, captions = pick_faces(d, split, index, per_class)
     images, labels = np.array(d.images[idx]), np.array(d.labels[idx])
     res = explain(net, meta, images, labels, methods, target, dev)
     if per_class:
         per_class_figure(images, labels, res, out, per_class)
     else:
-        saliency_figure(images, labels, res, [f"{split} #{i}" for i in index], out)
+        saliency_figure(images, labels, res, captions, out)
     if npy is not None:
         with atomic_path(npy) as tmp, open(tmp, "wb") as f:
             np.save(f, res["maps"])

@@ -21,6 +21,7 @@ from torch import nn
 
 from fercli.classes import CLASSES, IMAGE_SIZE
 from fercli.errors import USAGE, FerError
+from fercli.prepared import PreparedData
 
 METHODS = ("grad", "smoothgrad", "ig", "gradcam")
 
@@ -94,7 +95,35 @@ def saliency(
         return ig_map(model, x, target, baseline if baseline is not None else torch.zeros_like(x))
     if method == "gradcam":
         return gradcam_map(model, x, target)
-    raise FerError(f"unknown method '{method}' (choose from {', '.join(METHODS)}, all)", USAGE)
+    raise _unknown_method(method)
+
+
+def _unknown_method(method: str) -> FerError:
+    return FerError(f"unknown --method '{method}' (choose from {', '.join(METHODS)}, all)", USAGE)
+
+
+def methods_for(method: str) -> list[str]:
+    """A --method value as the list of methods to run: one name, or all of them."""
+    if method == "all":
+        return list(METHODS)
+    if method not in METHODS:
+        raise _unknown_method(method)
+    return [method]
+
+
+def pick_faces(data: PreparedData, split: str, index: list[int] | None, per_class: int) -> tuple[np.ndarray, list[str]]:
+    """The faces to explain as indices into the file, and their captions: `per_class` labeled faces of
+    each emotion, or else the given positions within the split."""
+    if per_class:
+        labeled = data.indices(split, labeled_only=True)
+        return np.concatenate([labeled[data.labels[labeled] == c][:per_class] for c in range(len(CLASSES))]), []
+    if not index:
+        raise FerError("give --index I (repeatable) or --per-class K", USAGE)
+    pool = data.indices(split)
+    bad = [i for i in index if not 0 <= i < len(pool)]
+    if bad:
+        raise FerError(f"--index {bad[0]}: the {split} split has faces 0..{len(pool) - 1}", USAGE)
+    return pool[index], [f"{split} #{i}" for i in index]
 
 
 def parse_target(target: str) -> str | int:
