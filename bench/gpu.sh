@@ -9,7 +9,7 @@
 #
 # The zip holds FER2013's Training and PublicTest: `fer prep` carves val out of Training and the test
 # split is PublicTest, so the recipes' test accuracy here is PublicTest, not PrivateTest.
-# Budget on one H100 (the issue author's figures): study ~100 s, default ~250 s, bench ~60 s.
+# Budget on one H100 (reference figures from outside the project): study ~100 s, default ~250 s, bench ~60 s.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 SMOKE=${FER_GPU_SMOKE:-0}
@@ -34,7 +34,7 @@ else
     NPROC=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
 fi
 
-# 1. engine vs plain loop (the issue's target: >= 2.5x for vgg5 at batch 512 on an H100)
+# 1. engine vs plain loop (target: >= 2.5x for vgg5 at batch 512 on an H100)
 python3 bench/train.py "${BENCH[@]}" > "$OUT/bench_train.txt" 2> "$OUT/bench_train.log"
 
 # 2-3. the recipes: wall time, best valid_acc, test accuracy of best.safetensors

@@ -6,7 +6,7 @@ channels_last on CUDA. Same network, same data, same batch. Images/s are from th
 (the first warms caches and, on CUDA, cuDNN autotuning).
 
 Run: python bench/train.py [--arch vgg4s] [--batch 128] [--n 4096] [--epochs 2] [--device auto]
-     python bench/train.py --arch vgg5 --batch 512 --n 28709     (the issue's H100 comparison)
+     python bench/train.py --arch vgg5 --batch 512 --n 28709     (the H100 reference comparison)
 """
 
 from __future__ import annotations

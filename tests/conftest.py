@@ -27,6 +27,18 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer20
 FER_ZIP = SHARED / "fer2013.zip"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The CPU precision probe caches its answer under XDG_CACHE_HOME: keep the user's cache untouched."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @dataclass
 class Result:
     code: int

@@ -33,3 +33,72 @@ def test_quiet_anywhere_and_no_color(tmp_path):
 def test_usage_error_is_exit_2_without_traceback():
     r = fer_subprocess("prep", "--no-such-option")
     assert r.returncode == 2 and b"No such option" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_help_shows_no_python_types_and_flags_take_no_value():
+    for cmd in ("eval", "predict", "train"):
+        r = fer_subprocess(cmd, "--help", env={"COLUMNS": "120"})
+        text = r.stdout.decode()
+        assert r.returncode == 0 and "<bool>" not in text and "<list" not in text and "{" not in text, text
+    text = fer_subprocess("predict", "--help", env={"COLUMNS": "120"}).stdout.decode()
+    assert "Usage: fer predict [OPTIONS] MODEL INPUTS..." in text and "71.97" not in text
+
+
+def test_shell_completion_offers_option_values():
+    env = {"_FER_COMPLETE": "complete_bash", "COMP_WORDS": "fer eval --split t", "COMP_CWORD": "3"}
+    assert fer_subprocess(env=env).stdout.decode().split() == ["train", "test"]
+    env = {"_FER_COMPLETE": "complete_bash", "COMP_WORDS": "fer train --arch vgg4", "COMP_CWORD": "3"}
+    assert {"vgg4", "vgg4s"} <= set(fer_subprocess(env=env).stdout.decode().split())
+
+
+def test_thread_policy_precedence(monkeypatch):
+    import os
+
+    import torch
+
+    from fercli import threads
+    from fercli.errors import FerError
+
+    before = torch.get_num_threads()
+    try:
+        for k in ("FER_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"):
+            monkeypatch.delenv(k, raising=False)
+        monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
+        monkeypatch.setattr(threads, "others_running", lambda: False)
+        assert threads.configure() == 3 and "OMP_WAIT_POLICY" not in os.environ  # idle: OpenMP's default
+        monkeypatch.setattr(threads, "others_running", lambda: True)
+        assert threads.configure() == 3 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # busy: threads sleep
+        assert torch.get_num_threads() == 3  # torch already loaded: applied at once
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert threads.configure() == 2  # the user's OpenMP setting is kept
+        monkeypatch.setenv("FER_THREADS", "1")
+        assert threads.configure() == 1 and threads.configure(4) == 4  # --threads beats FER_THREADS
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        threads.configure()
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+        monkeypatch.setenv("FER_THREADS", "many")
+        try:
+            threads.configure()
+            raise AssertionError("FER_THREADS=many accepted")
+        except FerError as e:
+            assert e.code == 2 and "FER_THREADS must be a whole number" in str(e)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_usable_cpus_honours_a_cgroup_quota(monkeypatch):
+    from fercli import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 1.5)
+    assert threads.usable_cpus() == 1
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+    assert threads.usable_cpus() == 4
+
+
+def test_threads_option_anywhere_and_validated(tmp_path):
+    out = tmp_path / "d.safetensors"
+    r = fer_subprocess("prep", "--synthetic", "70", "-o", out, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    r = fer_subprocess("prep", "--synthetic", "70", "-o", out, "--threads", "0")
+    assert r.returncode == 2 and b"--threads must be at least 1" in r.stderr

@@ -142,3 +142,80 @@ def test_eval_json_schema_and_confmat(model, synthetic_data, tmp_path, fer):
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 1000 and im.size[1] > 400
         assert np.asarray(im.convert("L")).std() > 10  # not blank
+
+
+def test_predict_checks_every_input_before_writing_and_keeps_ids_unique(model, tmp_path):
+    images, _ = faces(3)
+    a = write_csv(tmp_path / "a.csv", "pixels", [pixels_text(i) for i in images])
+    b = write_csv(tmp_path / "b.csv", "id,pixels", [f"{k},{pixels_text(i)}" for k, i in enumerate(images)])
+    out = tmp_path / "sub.csv"
+    for args, code, message in [
+        ((a, tmp_path / "tset.csv"), 3, "tset.csv: no such file"),
+        ((a, a), 2, "a.csv is given twice"),
+    ]:
+        r = fer_subprocess("predict", model, *args, "-o", out, "--device", "cpu")
+        assert r.returncode == code and message in r.stderr.decode() and not out.exists(), r.stderr
+        r = fer_subprocess("predict", model, *args, "--device", "cpu")
+        assert r.returncode == code and r.stdout == b""  # not even the header
+    # a bad second input fails before the first one's rows are written
+    bad = tmp_path / "pic.csv"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    r = fer_subprocess("predict", model, a, bad, "--device", "cpu")
+    assert r.returncode == 1 and r.stdout == b""
+    assert "pic.csv: not a CSV file: it looks like a PNG image" in r.stderr.decode()
+    rows = _predict(model, [a, b])
+    ids = [r[0] for r in rows[1:]]
+    assert len(ids) == len(set(ids)) == 6 and ids[0] == f"{a}:0" and ids[-1] == f"{b}:2"
+    assert [r[0] for r in _predict(model, [a])[1:]] == ["0", "1", "2"]  # one input: ids as before
+
+
+def test_swapped_arguments_and_bad_split_say_what_to_do(model, tmp_path, synthetic_data, fer):
+    images, _ = faces(2)
+    src = write_csv(tmp_path / "test.csv", "pixels", [pixels_text(i) for i in images])
+    r = fer("predict", src, model)
+    assert r.code == 1 and "not a safetensors file: it looks like a CSV file (the model comes first" in r.err
+    r = fer("eval", model, "--data", synthetic_data, "--split", "tset")
+    assert r.code == 2 and "--split 'tset': choose from train, val, test" in r.err
+
+
+def test_tta_default_comes_from_the_checkpoint(model, synthetic_data, fer):
+    """Training validated with flip averaging (the recipe's tta): eval and predict do the same unless told."""
+    from fercli.checkpoint import read_meta
+
+    assert read_meta(model)["recipe"]["tta"] is True
+    runs = [json.loads(fer("eval", model, "--data", synthetic_data, *flag, "--json").out) for flag in
+            ([], ["--tta"], ["--no-tta"])]  # fmt: skip
+    assert [m["tta"] for m in runs] == [True, True, False]
+    assert runs[0]["confusion"] == runs[1]["confusion"]
+    best = read_meta(model)["best"]["valid_acc"]
+    val = json.loads(fer("eval", model, "--data", synthetic_data, "--json").out)
+    assert val["accuracy"] == pytest.approx(best, abs=1e-9)  # the number training printed
+
+
+def test_eval_on_another_file_says_so_and_refuses_training_faces(model, synthetic_data, tmp_path, fer):
+    """A model scored on a re-prepared file whose val holds its training faces: warned, then refused."""
+    from fercli.prep import prepare
+
+    d = PreparedData.open(synthetic_data)
+    tr = d.indices("train")
+    other = tmp_path / "other.safetensors"
+    # The same faces re-encoded (as the image release and the CSV differ), the training faces now in val.
+    jittered = np.clip(d.images[tr[:300]].astype(int) + np.random.default_rng(0).integers(-3, 4, (300, 48, 48)), 0, 255)
+    src = write_csv(tmp_path / "val.csv", "emotion,pixels", [f"{lab},{pixels_text(i.astype(np.uint8))}" for i, lab in
+                    zip(jittered, d.labels[tr[:300]])])  # fmt: skip
+    fresh, flabels = faces(50, seed=99)
+    src_train = write_csv(tmp_path / "train.csv", "emotion,pixels",
+                          [f"{lab},{pixels_text(i)}" for i, lab in zip(fresh, flabels)])  # fmt: skip
+    prepare([str(src_train), str(src)], str(other))
+    r = fer("eval", model, "--data", other, "--split", "val")
+    assert r.code == 2, r.err
+    assert "is not the data file this model was trained on" in r.err
+    assert "300 of 300 faces of the val split were training faces of this model" in r.err and "--force" in r.err
+    r = fer("eval", model, "--data", other, "--split", "val", "--force", "--json")
+    assert r.code == 0 and json.loads(r.out)["n"] == 300 and "were training faces" in r.err
+    # Unseen faces in another file's val: only the note that the file differs.
+    fresh_val = write_csv(tmp_path / "fresh_val.csv", "emotion,pixels",
+                          [f"{lab},{pixels_text(i)}" for i, lab in zip(fresh, flabels)])  # fmt: skip
+    prepare([str(src_train), str(fresh_val)], str(tmp_path / "fresh.safetensors"))
+    r = fer("eval", model, "--data", tmp_path / "fresh.safetensors", "--split", "val")
+    assert r.code == 0 and "is not the data file" in r.err and "training faces" not in r.err

@@ -243,6 +243,13 @@ def test_truncated_gzip_and_corrupt_zip_member(tmp_path, fer):
     assert not (tmp_path / "o.safetensors").exists()
 
 
+def test_no_source_is_a_usage_error_said_first(tmp_path, fer, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = fer("prep")
+    assert r.code == 2 and r.err.startswith("error: give at least one SOURCE") and "using" not in r.err
+    assert not (tmp_path / "fer-data.safetensors").exists()
+
+
 def test_missing_source_exit_code(tmp_path, fer):
     r = fer("prep", tmp_path / "nope.csv", "-o", tmp_path / "o.safetensors")
     assert r.code == 3 and "no such file" in r.err
@@ -283,3 +290,49 @@ def test_real_fer2013_zip_counts(tmp_path):
         4965,
     ]
     assert c["test"]["total"] == 3589 and c["test"]["happy"] == 895
+
+
+def test_split_protocol_follows_privatetest_and_says_where_splits_came_from(tmp_path, fer):
+    """With PrivateTest present, FER2013's own protocol (PublicTest is val); without it, PublicTest stays the
+    test split and val is carved from Training, so model selection never sees the reported split."""
+    images, labels = faces(84)
+    usage = ["Training"] * 70 + ["PublicTest"] * 14
+    rows = [f"{lab},{pixels_text(img)},{u}" for img, lab, u in zip(images, labels, usage)]
+    src = write_csv(tmp_path / "fer2013.csv", "emotion,pixels,Usage", rows)
+    r = fer("prep", src, "-o", tmp_path / "auto.safetensors", "--val-frac", "0.2")
+    assert r.code == 0, r.err
+    assert "holdout protocol" in r.err and "fer2013.csv: PublicTest (14)" in r.err
+    data = PreparedData.open(tmp_path / "auto.safetensors")
+    assert [len(_split(data, s)) for s in SPLITS] == [56, 14, 14]
+    np.testing.assert_array_equal(_split(data, "test"), np.arange(70, 84))
+    origin = data.meta["origin"]
+    assert origin["protocol"] == "holdout"
+    assert origin["splits"]["train"] == ["fer2013.csv: Training (56)"]
+    assert origin["splits"]["val"] == ["carved from train: 0.2 of each class, seed 0 (14)"]
+    assert origin["splits"]["test"] == ["fer2013.csv: PublicTest (14)"]
+    # Asked for explicitly, the standard protocol makes PublicTest val even without PrivateTest.
+    meta = prepare([str(src)], str(tmp_path / "std.safetensors"), protocol="standard")
+    assert meta["origin"]["splits"]["val"] == ["fer2013.csv: PublicTest (14)"] and "test" not in meta["counts"]
+    assert meta["val_carved"] is None
+    r = fer("prep", src, "-o", tmp_path / "x.safetensors", "--protocol", "nope")
+    assert r.code == 2 and "--protocol must be one of auto, standard, holdout" in r.err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_image_release_names_its_usage_and_follows_the_same_rule(tmp_path):
+    """The image release's test/ folder holds PublicTest_<id>.jpg: PublicTest, under the same rule as the CSV."""
+    from fercli.classes import CLASSES
+
+    images, labels = faces(28)
+    zpath = tmp_path / "fer2013.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for k, (img, lab) in enumerate(zip(images, labels)):
+            folder, usage = ("train", "Training") if k < 21 else ("test", "PublicTest")
+            z.writestr(f"{folder}/{CLASSES[lab]}/{usage}_{k}.png", _png(img, "L", 48))
+    meta = prepare([str(zpath)], str(tmp_path / "a.safetensors"), val_frac=0)
+    assert meta["origin"] == {
+        "protocol": "holdout",
+        "splits": {"train": ["fer2013.zip: Training (21)"], "test": ["fer2013.zip: PublicTest (7)"]},
+    }
+    meta = prepare([str(zpath)], str(tmp_path / "s.safetensors"), protocol="standard")
+    assert meta["counts"]["val"]["total"] == 7 and "test" not in meta["counts"]

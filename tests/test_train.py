@@ -114,7 +114,7 @@ def test_cli_plain_lines_json_and_errors(synthetic_data, tmp_path):
     assert "epoch 1/2 loss" in err and "valid_acc" in err and "\x1b[" not in err  # plain, no escape codes
     r = fer_subprocess("train", "--data", synthetic_data, "--arch", "resnet99", "--project", tmp_path / "runs")
     assert r.returncode == 2 and b"unknown network 'resnet99' (choose from vgg5" in r.stderr
-    assert b"Traceback" not in r.stderr
+    assert b"Traceback" not in r.stderr and b"device:" not in r.stderr  # fails before any data or device
     r = fer_subprocess("train", "--data", tmp_path / "missing.safetensors", "--project", tmp_path / "runs")
     assert r.returncode == 3 and b"no such file" in r.stderr
 
@@ -145,3 +145,50 @@ def test_vgg5_line_users_type_runs_on_tiny_width(synthetic_data, tmp_path, fer):
     meta = read_meta(tmp_path / "runs" / "train" / "exp" / "best.safetensors")
     assert meta["arch"] == "vgg5" and meta["arch_args"] == {"width": 0.0625}
     assert "using --arch" not in r.err and "device: cpu" in r.err
+
+
+def test_vgg4c_shapes_parameters_and_a_training_step():
+    net = models.create("vgg4c")
+    assert [s[0].out_channels for s in net.features] == [16, 48, 128, 256]
+    assert all(c % 16 == 0 for c in (16, 48, 128, 256))  # one AVX-512 register of fp32 per 16 channels
+    n = sum(p.numel() for p in net.parameters())
+    assert 1_700_000 < n < 1_900_000, n
+    x, y = torch.randn(8, 1, 48, 48), torch.randint(0, 7, (8,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = net.head[-1].weight.detach().clone()
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+    assert net(x).shape == (8, 7) and not torch.equal(before, net.head[-1].weight)
+
+
+def test_models_width_option(fer):
+    r = fer("models", "--width", "0.5", "--json")
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    full = {row["name"]: row for row in json.loads(fer("models", "--json").out)}
+    assert r.code == 0 and "resnet18" not in rows  # it takes no other width
+    assert rows["vgg4"]["params"] < full["vgg4"]["params"] / 3
+    assert fer("models", "--width", "0").code == 2
+
+
+def test_no_device_sync_per_step_when_nothing_is_shown(synthetic_data, tmp_path, monkeypatch):
+    """Progress numbers are read back (a CPU-GPU sync) only when the view shows them: with the view off,
+    the running sums are drained once per epoch, not every few steps."""
+    calls = {"n": 0}
+    real_item = torch.Tensor.item
+
+    def counting_item(self):
+        calls["n"] += 1
+        return real_item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    out = _run(synthetic_data, tmp_path, epochs=2)
+    assert out["steps_per_epoch"] >= 30
+    assert calls["n"] <= 2 * 2 + 2, calls  # two sums per epoch-end drain (and slack for set-up)
+
+
+def test_recipe_says_where_its_network_comes_from(fer, synthetic_data, tmp_path):
+    r = fer("train", "--data", synthetic_data, "--recipe", "cpu", "--epochs", "1", "--width", "0.125",
+            "--device", "cpu", "--project", tmp_path / "runs")  # fmt: skip
+    assert r.code == 0, r.err
+    assert "using --arch vgg4s (from --recipe cpu)" in r.err and "(default)" not in r.err.split("run folder")[0]

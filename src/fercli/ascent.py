@@ -5,11 +5,16 @@ batch works on filter f), or a class score with `--class-vis`. Readability comes
 regularisers: a random jitter (roll) each step, a light blur every `blur_every` steps, and a
 total-variation penalty. Pixels stay in the valid range [0,255] (in normalised units), and the step
 size decays linearly to 10%.
+
+`ascend` returns the optimised images themselves; the contrast stretch that makes faint patterns
+visible is a display step (`stretch`), applied only to the figure: a stretched image is not the one
+that maximises the unit, and can excite it less than plain noise does.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,9 +69,10 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 def ascend(
     model: nn.Module, meta: dict[str, Any], layer: str | None, filters: list[int], steps: int = 200,
     lr: float = 0.1, jitter: int = 2, tv: float = 0.05, blur_every: int = 4, class_vis: bool = False,
-    seed: int = 0, device: torch.device | str = "cpu",
+    seed: int = 0, device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """uint8 images [F,48,48], one per filter (or class), each maximising its own unit."""
+    """Images [F,48,48] in [0,1] (float32), one per filter (or class), each maximising its own unit;
+    with steps=0 the starting noise."""
     dev = torch.device(device)
     model = model.to(dev).eval()
     for p in model.parameters():
@@ -103,17 +109,21 @@ def ascend(
                 x = (x + step_size * grad).clamp(lo, hi)
                 if blur_every and step % blur_every == 0 and step < steps - 1:
                     x = _blur(x)
+            if on_step is not None:
+                on_step(1)
     finally:
         if hook is not None:
             hook.remove()
         for p in model.parameters():
             p.requires_grad_(True)
-    img = (x.detach()[:, 0] * std + mean).clamp(0, 1)
-    # Stretch each image to the full range so faint patterns are visible; the grid says so.
-    lo_i = img.amin((1, 2), keepdim=True)
-    hi_i = img.amax((1, 2), keepdim=True)
-    img = (img - lo_i) / (hi_i - lo_i + 1e-8)
-    return (img * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    return (x.detach()[:, 0] * std + mean).clamp(0, 1).cpu().numpy()
+
+
+def stretch(images: np.ndarray) -> np.ndarray:
+    """Images in [0,1] [F,48,48] -> uint8, each stretched to the full range (for display only)."""
+    lo = images.min((1, 2), keepdims=True)
+    hi = images.max((1, 2), keepdims=True)
+    return ((images - lo) / (hi - lo + 1e-8) * 255 + 0.5).astype(np.uint8)
 
 
 def ascent_figure(images: np.ndarray, labels: list[str], title: str, path: str | os.PathLike) -> None:
@@ -126,7 +136,7 @@ def ascent_figure(images: np.ndarray, labels: list[str], title: str, path: str |
     fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    for i, (img, lab) in enumerate(zip(stretch(images), labels)):
         ax = axes.flat[i]
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         ax.set_title(lab, fontsize=8)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fercli.checkpoint import model_tta
 from fercli.classes import CLASSES
 
 
@@ -25,7 +26,7 @@ def find_suspects(probs: np.ndarray, labels: np.ndarray, top: int) -> list[dict[
 
 
 def audit_split(
-    model: Any, meta: dict[str, Any], data: Any, split: str, top: int, device: Any, tta: bool = False
+    model: Any, meta: dict[str, Any], data: Any, split: str, top: int, device: Any, tta: bool | None = None
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Suspects of one split of a PreparedData: (the split's labeled indices into the file, suspect rows,
     whose "i" indexes those indices)."""
@@ -35,8 +36,12 @@ def audit_split(
     idx = data.indices(split, labeled_only=True)
     if not len(idx):
         raise FerError(f"the {split} split has no labeled faces", USAGE)
+    from fercli.progress import StepBar
+
     norm = meta["normalize"]
-    probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], device, tta=tta).numpy()
+    with StepBar(len(idx), f"audit {split}") as bar:
+        probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], device, tta=model_tta(meta, tta),
+                              on_batch=bar.advance).numpy()  # fmt: skip
     return idx, find_suspects(probs, data.labels[idx], top)
 
 

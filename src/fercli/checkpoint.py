@@ -8,14 +8,17 @@ RNG states and the epoch's permutation, with the non-tensor parts in the metadat
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import math
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +30,10 @@ from fercli.safefile import read_meta_json
 
 META_KEY = "fercli-model"
 RESUME = "resume."
+# Metadata key of the training faces' thumbnails (prepared.face_thumbnails, uint8 [N,64]), zlib + base64:
+# kept out of the tensors so that safetensors' load_file still gives exactly the network's state_dict.
+TRAIN_FACES = "fercli-train-faces"
+MAX_TRAIN_FACES = 1 << 20
 FORMAT_VERSION = 1
 MIN_STD = 1e-3  # of pixels scaled to [0, 1]; training clamps to it too (a near-constant data set)
 
@@ -36,6 +43,7 @@ def save_checkpoint(
     state: dict[str, torch.Tensor],
     meta: dict[str, Any],
     resume: dict[str, torch.Tensor] | None = None,
+    train_faces: np.ndarray | None = None,
 ) -> None:
     """Write atomically: a kill at any moment leaves the previous file intact."""
     from safetensors import SafetensorError
@@ -45,9 +53,12 @@ def save_checkpoint(
     for k, v in (resume or {}).items():
         tensors[RESUME + k] = v.detach().to("cpu").contiguous()
     full = {"format": "fercli-model", "format_version": FORMAT_VERSION, "fercli_version": __version__, **meta}
+    metadata = {META_KEY: json.dumps(full)}
+    if train_faces is not None:
+        metadata[TRAIN_FACES] = base64.b64encode(zlib.compress(np.ascontiguousarray(train_faces).tobytes())).decode()
     with atomic_path(path) as tmp:
         try:
-            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(full)})
+            save_file(tensors, str(tmp), metadata=metadata)
         except SafetensorError as e:  # the Rust writer's I/O errors: hand atomic_path an OSError with errno
             m = re.search(r"os error (\d+)", str(e))
             code = int(m.group(1)) if m else errno.EIO
@@ -84,6 +95,15 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
         raise FerError(f"{path}: checkpoint normalisation must have mean in [0, 1] and std in [{MIN_STD}, 1]")
     if meta.get("image_size") != IMAGE_SIZE:
         raise FerError(f"{path}: checkpoint image size is not {IMAGE_SIZE}")
+
+
+def model_tta(meta: dict[str, Any], tta: bool | None) -> bool:
+    """The flip-averaging a command uses: as asked, else as the checkpoint's training validated (so eval,
+    predict and training's valid_acc agree), else off (checkpoints from before recipes recorded it)."""
+    if tta is not None:
+        return tta
+    recipe = meta.get("recipe")
+    return bool(recipe.get("tta", False)) if isinstance(recipe, dict) else False
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -173,6 +193,9 @@ def check_resume(path: str | os.PathLike, state: Any) -> dict[str, Any]:
             raise FerError(f"{path}: resume state field '{name}' is missing or malformed")
     if not count(state.get("save_every", 0)):
         raise FerError(f"{path}: resume state field 'save_every' is malformed")
+    total = state.get("total_steps")
+    if total is not None and not (count(total) and total >= 1):
+        raise FerError(f"{path}: resume state field 'total_steps' is malformed")
     return state
 
 
@@ -202,6 +225,24 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+def train_faces(path: str | os.PathLike) -> np.ndarray | None:
+    """The training faces' thumbnails a checkpoint holds (uint8 [N,64]), or None (older checkpoints)."""
+    from fercli.safefile import read_header
+
+    _, meta, _ = read_header(path)
+    raw = meta.get(TRAIN_FACES)
+    if raw is None:
+        return None
+    try:
+        z = zlib.decompressobj()
+        data = z.decompress(base64.b64decode(raw, validate=True), MAX_TRAIN_FACES * 64)  # bounded: no zip bomb
+    except (ValueError, zlib.error) as e:
+        raise FerError(f"{path}: checkpoint metadata '{TRAIN_FACES}' is malformed") from e
+    if z.unconsumed_tail or len(data) % 64:
+        raise FerError(f"{path}: checkpoint metadata '{TRAIN_FACES}' is malformed")
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, 64)
 
 
 def find_checkpoint(ref: str | os.PathLike) -> Path:

@@ -5,15 +5,14 @@ SPLITS = ("train", "val", "test")  # split codes 0..2 in a prepared file
 IMAGE_SIZE = 48
 UNLABELED = -1
 
-# How the names found in users' files map onto our splits.
-USAGE_TO_SPLIT = {
-    "training": "train",
-    "train": "train",
-    "publictest": "val",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "privatetest": "test",
-    "test": "test",
-}
-USAGE_CODE = {name: SPLITS.index(split) for name, split in USAGE_TO_SPLIT.items()}  # name -> split code
+# Where a face came from, as its source names it: a split folder (train/val/test) or one of FER2013's
+# Usage values. Readers record these origin codes; `fer prep` then maps them onto SPLITS by protocol
+# (see prep.resolve_splits): FER2013's PublicTest is val or test depending on whether PrivateTest is there.
+ORIGINS = ("train", "val", "test", "Training", "PublicTest", "PrivateTest")
+USAGE_CODE = {
+    "train": 0, "training": 3,
+    "val": 1, "valid": 1, "validation": 1,
+    "test": 2,
+    "publictest": 4,
+    "privatetest": 5,
+}  # fmt: skip

@@ -28,11 +28,32 @@ app = typer.Typer(
 
 _debug = {"on": bool(os.environ.get("FER_DEBUG"))}
 
+
+def _complete(values: tuple[str, ...] | str):
+    """Shell completion of an option's values: a fixed tuple, or "networks" (the registry, read on demand)."""
+
+    def complete(incomplete: str) -> list[str]:
+        if values == "networks":
+            from fercli.models import names
+
+            choices = names()
+        else:
+            choices = list(values)
+        return [v for v in choices if v.startswith(incomplete)]
+
+    return complete
+
+
+SPLIT_CHOICES = ("train", "val", "test")
+
 # Options that several commands share, declared once.
 DEVICE_OPT = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps.")
 PROJECT_OPT = typer.Option(Path("runs"), help="Where to look for the newest run.")
 DATA_OPT = typer.Option(None, "--data", "-d", help="Prepared data file (default fer-data.safetensors).")
-TTA_OPT = typer.Option(False, "--tta", help="Average over a horizontal flip.")
+FORCE_OPT = typer.Option(False, "--force", help="Score a split even when it holds this model's training faces.")
+TTA_OPT = typer.Option(
+    None, "--tta/--no-tta", help="Average over a horizontal flip (default: as the model was validated in training)."
+)
 MODEL_OPT = typer.Option(None, "--model", "-m", help="Checkpoint or run folder (default: the newest run's best).")
 
 
@@ -47,9 +68,15 @@ def _main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on stderr but errors."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors (or set FER_DEBUG=1)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (or FER_THREADS; default: the CPUs this process may use)."
+    ),
 ) -> None:
+    from fercli.threads import configure
+
     console.reset(quiet=quiet)
     _debug["on"] = _debug["on"] or debug
+    configure(threads)  # before any command imports torch
 
 
 def _data_path(data: Path | None) -> str:
@@ -71,26 +98,39 @@ def prep(
     seed: int = typer.Option(0, help="Seed for the val carve and for --synthetic."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
     synthetic: int = typer.Option(0, help="Add N built-in synthetic cartoon faces (a toy set, not FER2013)."),
+    protocol: str = typer.Option(
+        "auto",
+        help="FER2013 splits: standard (PublicTest is val, PrivateTest test), holdout (PublicTest is test, val "
+        "carved from Training), auto (standard when PrivateTest is present, else holdout).",
+        autocompletion=_complete(("auto", "standard", "holdout")),
+    ),
 ) -> None:
     """Read FER2013 in any layout into one prepared data file that the other commands open instantly."""
     from fercli.prep import counts_table, prepare
     from fercli.prepared import DEFAULT_DATA
 
-    if out is None:
-        console.default_used("--out", DEFAULT_DATA)
     target = str(out or DEFAULT_DATA)
-    meta = prepare(sources or [], target, val_frac=val_frac, seed=seed, skip_bad=skip_bad, synthetic=synthetic)
+    meta = prepare(sources or [], target, val_frac=val_frac, seed=seed, skip_bad=skip_bad, synthetic=synthetic,
+                   protocol=protocol)  # fmt: skip
     console.show(counts_table(meta))
-    console.info(f"wrote {target}")
+    console.info(f"wrote {target}" + (" (the default --out)" if out is None else ""))
 
 
 @app.command()
 def train(
     data: Path | None = DATA_OPT,
-    recipe: str = typer.Option("default", help="Starting recipe: default (vgg4, 71.97%), study (vgg5), cpu."),
-    arch: str | None = typer.Option(None, help="Network (see `fer models`)."),
+    recipe: str = typer.Option(
+        "default",
+        help="Starting recipe: default (vgg4, for a GPU), study (vgg5, the original study's), cpu (a "
+        "19-minute budget on a CPU). See docs/recipes.md.",
+        autocompletion=_complete(("default", "study", "cpu")),
+    ),
+    arch: str | None = typer.Option(None, help="Network (see `fer models`).", autocompletion=_complete("networks")),
     width: float | None = typer.Option(None, help="Channel multiplier of the network."),
     epochs: int | None = typer.Option(None, help="Epochs."),
+    time_budget: str | None = typer.Option(
+        None, "--time", help="Train for a wall-clock budget instead of epochs: 90s, 20m, 1.5h."
+    ),
     batch: int | None = typer.Option(None, help="Images per step."),
     lr: float | None = typer.Option(None, help="Peak learning rate."),
     optimizer: str | None = typer.Option(None, help="sgd (Nesterov), adamw or adam."),
@@ -108,6 +148,11 @@ def train(
     resume: str | None = typer.Option(None, help="Continue a run: its folder, its last.safetensors, or `last`."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
+    precision: str = typer.Option(
+        "auto",
+        help="Training precision: auto (bf16 on CUDA; on a CPU the faster, by a cached probe), fp32, bf16.",
+        autocompletion=_complete(("auto", "fp32", "bf16")),
+    ),
     save_every: int | None = typer.Option(
         None, help="Also save last.safetensors every N steps (default: each epoch's end; a resumed run keeps its own)."
     ),
@@ -115,38 +160,53 @@ def train(
     """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves.
 
     Several GPUs or machines: torchrun --nproc_per_node N -m fercli train ... (see docs/commands/train.md)."""
+    from fercli.errors import USAGE, FerError
+    from fercli.pace import parse_duration
     from fercli.recipe import NO_AUGMENT, build_recipe
     from fercli.train import RunSettings
     from fercli.train import train as run_training
 
+    if time_budget is not None and epochs is not None:
+        raise FerError("give --time or --epochs, not both (--time fixes the step count from the measured speed)",
+                       USAGE)  # fmt: skip
     overrides = dict(
         arch=arch, width=width, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed,
+        time=parse_duration(time_budget) if time_budget is not None else None,
     )  # fmt: skip
     if augment is False:
         overrides.update(NO_AUGMENT)
     if resume is not None and any(v is not None for v in overrides.values()):
         console.warn("--resume continues the run's own recipe; the recipe options given are ignored")
     r = build_recipe(recipe, overrides)
+    from fercli.models import spec
+
+    spec(r.arch)  # an unknown network fails before any data is read
     if arch is None and resume is None:
-        console.default_used("--arch", r.arch)
+        console.info(f"using --arch {r.arch} " + ("(default)" if recipe == "default" else f"(from --recipe {recipe})"))
     settings = RunSettings(
         data=str(data) if data else None, device=device, project=str(project), name=name, patience=patience,
-        json_lines=json_lines, compile=compile, save_every=save_every,
+        json_lines=json_lines, compile=compile, save_every=save_every, precision=precision,
     )  # fmt: skip
     run_training(r, settings, resume=resume)
 
 
 @app.command("models")
-def list_models(json_out: bool = typer.Option(False, "--json", help="JSON on stdout instead of a table.")) -> None:
+def list_models(
+    json_out: bool = typer.Option(False, "--json", help="JSON on stdout instead of a table."),
+    width: float | None = typer.Option(None, help="Show each network at this channel multiplier."),
+) -> None:
     """List the networks with their parameter count and FLOPs for one 48x48 face."""
     import json
 
     from rich.table import Table
 
+    from fercli.errors import USAGE, FerError
     from fercli.models import describe
 
-    rows = describe()
+    if width is not None and not 0 < width <= 16:
+        raise FerError("--width must be in (0, 16]", USAGE)
+    rows = describe(width)
     if json_out:
         console.data_out(json.dumps(rows))
         return
@@ -164,9 +224,12 @@ def eval_cmd(
         None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
     ),
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("val", help="Split to evaluate: val, test or train."),
-    tta: bool = TTA_OPT,
+    split: str = typer.Option(
+        "val", help="Split to evaluate: val, test or train.", autocompletion=_complete(SPLIT_CHOICES)
+    ),
+    tta: bool | None = TTA_OPT,
     json_out: bool = typer.Option(False, "--json", help="The metrics as one JSON object on stdout."),
+    force: bool = FORCE_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
 ) -> None:
@@ -175,7 +238,7 @@ def eval_cmd(
 
     from fercli.evaluate import evaluate, metrics_table, resolve_model
 
-    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device)
+    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device, force)
     console.show(metrics_table(m))
     if json_out:
         console.data_out(json.dumps(m))
@@ -187,7 +250,7 @@ def predict(
     inputs: list[str] = typer.Argument(
         ..., help="CSV (any layout, or - for stdin), prepared file, image, folder or zip."
     ),
-    tta: bool = TTA_OPT,
+    tta: bool | None = TTA_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
     names: bool = typer.Option(False, "--names", help="Emotion names instead of codes 0..6."),
     batch: int = typer.Option(256, help="Faces per forward pass."),
@@ -217,11 +280,12 @@ def confmat(
         None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
     ),
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("val", help="Split: val, test or train."),
+    split: str = typer.Option("val", help="Split: val, test or train.", autocompletion=_complete(SPLIT_CHOICES)),
     out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write."),
     normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
     csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
-    tta: bool = TTA_OPT,
+    tta: bool | None = TTA_OPT,
+    force: bool = FORCE_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
 ) -> None:
@@ -229,7 +293,7 @@ def confmat(
     from fercli.classes import CLASSES
     from fercli.evaluate import confmat_figure, evaluate, resolve_model
 
-    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device)
+    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device, force)
     confmat_figure(m, out, normalize_only=normalize)
     if csv_out:
         console.data_out("true\\predicted," + ",".join(CLASSES))
@@ -262,8 +326,12 @@ def saliency(
     index: list[int] = typer.Option(None, "--index", "-i", help="Face index within the split; repeatable."),
     model: Path | None = MODEL_OPT,
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("val", help="Split the indices refer to."),
-    method: str = typer.Option("grad", help="grad, smoothgrad, ig, gradcam or all."),
+    split: str = typer.Option("val", help="Split the indices refer to.", autocompletion=_complete(SPLIT_CHOICES)),
+    method: str = typer.Option(
+        "grad",
+        help="grad, smoothgrad, ig, gradcam or all.",
+        autocompletion=_complete(("grad", "smoothgrad", "ig", "gradcam", "all")),
+    ),
     target: str = typer.Option("pred", help="Class to explain: pred, label, a class name or 0..6."),
     per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per emotion instead of --index."),
     out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write."),
@@ -325,7 +393,10 @@ def ascent(
         name, conv = pick_layer(net, layer)
         chosen = parse_filters(filters, conv.out_channels)
         labels, title = [f"filter {f}" for f in chosen], f"layer {name}"
-    imgs = ascend(net, meta, name, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev)
+    from fercli.progress import StepBar
+
+    with StepBar(steps, "ascent") as bar:
+        imgs = ascend(net, meta, name, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev, bar.advance)
     ascent_figure(imgs, labels, title, out)
     console.info(f"wrote {out}")
 
@@ -334,10 +405,10 @@ def ascent(
 def audit(
     model: Path | None = MODEL_OPT,
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("train", help="Split to audit."),
+    split: str = typer.Option("train", help="Split to audit.", autocompletion=_complete(SPLIT_CHOICES)),
     top: int = typer.Option(8, help="Suspects per class."),
     out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write."),
-    tta: bool = TTA_OPT,
+    tta: bool | None = TTA_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
 ) -> None:
@@ -353,11 +424,13 @@ def audit(
     net, meta, d, dev = _model_and_data(model, data, project, device)
     idx, rows = audit_split(net, meta, d, split, top, dev, tta)
     audit_figure(np.array(d.images[idx]), rows, top, out)
-    console.data_out("index,source_row,given,predicted,confidence,loss")
+    from fercli.predict import csv_field
+
+    console.data_out("index,source_row,source,given,predicted,confidence,loss")
     for r in rows:
         i = idx[r["i"]]
-        console.data_out(f"{i},{d.rows[i]},{CLASSES[r['given']]},{CLASSES[r['predicted']]},"
-                         f"{r['confidence']:.4f},{r['loss']:.4f}")  # fmt: skip
+        console.data_out(f"{i},{d.rows[i]},{csv_field(d.source_name(i))},{CLASSES[r['given']]},"
+                         f"{CLASSES[r['predicted']]},{r['confidence']:.4f},{r['loss']:.4f}")  # fmt: skip
     console.info(f"wrote {out}")
 
 
@@ -378,10 +451,23 @@ GLOBAL_FLAGS = {"-q": "--quiet", "--quiet": "--quiet", "--debug": "--debug"}
 
 
 def _hoist_global_flags(argv: list[str]) -> list[str]:
-    """Let `--quiet`/`-q` and `--debug` stand anywhere (`fer prep x.csv -q`), as users type them."""
+    """Let `--quiet`/`-q`, `--debug` and `--threads N` stand anywhere (`fer prep x.csv -q`), as users type them."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    flags = sorted({GLOBAL_FLAGS[a] for a in argv[:cut] if a in GLOBAL_FLAGS})
-    return flags + [a for a in argv[:cut] if a not in GLOBAL_FLAGS] + argv[cut:]
+    head, rest, valued = argv[:cut], [], []
+    i = 0
+    while i < len(head):
+        a = head[i]
+        if a == "--threads" and i + 1 < len(head):
+            valued += head[i : i + 2]
+            i += 2
+            continue
+        if a.startswith("--threads="):
+            valued.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    flags = sorted({GLOBAL_FLAGS[a] for a in rest if a in GLOBAL_FLAGS})
+    return flags + valued + [a for a in rest if a not in GLOBAL_FLAGS] + argv[cut:]
 
 
 def main() -> NoReturn:
@@ -393,15 +479,50 @@ def main() -> NoReturn:
     _exit(_run())
 
 
+def _command():
+    """The click command behind `app`, with help metavars people read: nothing after a flag (`--tta`, not
+    `--tta <bool>`, which invites `--tta true`), and N, X, PATH or TEXT instead of Python type names."""
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    groups = [cmd, *getattr(cmd, "commands", {}).values()]
+    for c in groups:
+        for p in c.params:
+            if p.metavar is not None:
+                continue
+            if getattr(p, "is_flag", False):
+                p.metavar = ""
+                continue
+            kind = str(getattr(getattr(p, "type_descriptor", None), "annotation", ""))
+            word = next((w for key, w in (("int", "N"), ("float", "X"), ("Path", "PATH")) if key in kind), "TEXT")
+            if p.param_type_name == "option":
+                p.metavar = word
+            else:  # an argument: its name column says it all
+                p.metavar = p.name.upper()
+                p.display_type_rich = lambda ctx: None
+                usage = p.metavar + ("..." if p.nargs != 1 else "")
+                p.get_usage_pieces = lambda ctx, u=usage, req=p.required: [u if req else f"[{u}]"]
+        make_help = c.get_help_option
+
+        def help_option(ctx, make_help=make_help):
+            opt = make_help(ctx)
+            if opt is not None:
+                opt.metavar = ""
+            return opt
+
+        c.get_help_option = help_option
+    return cmd
+
+
 def _run() -> int:
     try:
-        code = app(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
+        code = _command().main(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
         return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
     except FerError as e:
         if _debug["on"]:
             raise
         if str(e):  # empty: already said (another torchrun rank)
-            console.error(str(e))
+            (console.stopped if e.code == INTERRUPTED else console.error)(str(e))
         return e.code
     except BrokenPipeError:
         # The reader went away (`fer predict ... | head`): stop quietly, as a SIGPIPE'd tool does.
@@ -409,7 +530,7 @@ def _run() -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        console.error("interrupted")
+        console.stopped("interrupted")
         return INTERRUPTED
     except Exception as e:
         # Typer's (vendored) click raises usage errors and aborts; they know how to show themselves.

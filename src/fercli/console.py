@@ -58,6 +58,11 @@ def error(message: str) -> None:
     stderr.print(f"error: {message}", style="bold red", markup=False)
 
 
+def stopped(message: str) -> None:
+    """A stop the user asked for (Ctrl-C): said plainly, not as an error, even with --quiet."""
+    stderr.print(message, style="yellow", markup=False)
+
+
 def default_used(option: str, value: Any) -> None:
     """Say once per invocation which default stood in for an option the user left out."""
     if option in _state["defaults_shown"]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
+from fercli.safefile import looks_like
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 BLOCK_BYTES = 8 << 20
@@ -43,7 +44,7 @@ ID_COLUMNS = ("id", "image_id", "imageid")
 @dataclass
 class Chunk:
     """A block of parsed rows: images [n,48,48] uint8, labels [n] int64 (-1 unlabeled),
-    splits [n] int8 (-1 when the file has no Usage column), ids (the id column or the data row number)."""
+    splits [n] int8 origin codes (classes.ORIGINS; -1: no Usage column), ids (the id column or the data row number)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -131,6 +132,9 @@ class CsvFaces:
         self.header = header
         self.i_pixels = _pick(header, PIXEL_COLUMNS)
         if self.i_pixels is None:
+            what = looks_like(first[:64])
+            if what not in (None, "a CSV file", "a text file"):
+                raise FerError(f"{self.name}: not a CSV file: it looks like {what}")
             found = (", ".join(header) or "nothing")[:80]
             raise FerError(f"{self.name}: missing column 'pixels' (found: {found})")
         self.i_label = _pick(header, LABEL_COLUMNS)

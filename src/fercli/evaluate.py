@@ -52,10 +52,15 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate(
-    model_path: str | os.PathLike, data_path: str, split: str = "val", tta: bool = False, device: str = "auto"
+    model_path: str | os.PathLike,
+    data_path: str,
+    split: str = "val",
+    tta: bool | None = None,
+    device: str = "auto",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support of a checkpoint on one split."""
-    from fercli.checkpoint import load_model
+    from fercli.checkpoint import load_model, model_tta
     from fercli.device import pick_device
     from fercli.inference import predict_probs
     from fercli.prepared import PreparedData
@@ -66,12 +71,45 @@ def evaluate(
         raise FerError(f"{data_path}: the {split} split has no labeled faces to evaluate on")
     dev = pick_device(device, announce=False)
     model, meta = load_model(model_path, dev)
-    norm = meta["normalize"]
+    if split != "train":
+        check_no_leak(model_path, meta, data, idx, split, force)
+    norm, tta = meta["normalize"], model_tta(meta, tta)
     probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], dev, tta=tta)
     pred = probs.argmax(1).numpy()
     out = metrics_from_confusion(confusion(data.labels[idx], pred))
     out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta})
     return out
+
+
+# Share of a split that may have been training faces before `fer eval` refuses to score it without --force.
+LEAK_REFUSE = 0.01
+
+
+def check_no_leak(model_path: str | os.PathLike, meta: dict[str, Any], data: Any, idx: np.ndarray, split: str,
+                  force: bool) -> None:  # fmt: skip
+    """Say when a model is scored on another data file than it was trained on, and refuse (without
+    --force) when the split holds its training faces: the accuracy would be inflated."""
+    from fercli.checkpoint import train_faces
+    from fercli.errors import USAGE
+    from fercli.prepared import face_thumbnails, seen_faces
+
+    trained_on = (meta.get("data") or {}).get("hash")
+    if not trained_on or trained_on == data.content_hash:
+        return  # the same file: its splits are disjoint by construction
+    console.warn(f"{data.path} is not the data file this model was trained on "
+                 f"(hash {data.content_hash}; trained on {trained_on})")  # fmt: skip
+    thumbs = train_faces(model_path)
+    if thumbs is None:
+        return
+    k = int(seen_faces(face_thumbnails(data.images[idx]), thumbs).sum())
+    if not k:
+        return
+    said = (
+        f"{k} of {len(idx)} faces of the {split} split were training faces of this model: its score there is inflated"
+    )
+    if k > LEAK_REFUSE * len(idx) and not force:
+        raise FerError(said + " (--force to score it anyway)", USAGE)
+    console.warn(said)
 
 
 def metrics_table(m: dict[str, Any]):

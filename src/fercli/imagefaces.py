@@ -36,7 +36,7 @@ def is_image_source(path: str) -> bool:
 class ImageEntry:
     path: str  # the member name inside a zip, or the path relative to the folder
     label: int
-    split: int  # -1 when the layout names no split
+    split: int  # an origin code (classes.ORIGINS); -1 when the layout names none
 
 
 def _layout(rel: str) -> tuple[int, int]:
@@ -49,6 +49,11 @@ def _layout(rel: str) -> tuple[int, int]:
             split = USAGE_CODE[parts[-3]]
     elif len(parts) >= 2 and parts[-2] in USAGE_CODE:
         split = USAGE_CODE[parts[-2]]
+    # The public image release names its files after FER2013's Usage (PublicTest_123.jpg): that is the
+    # more exact origin than the folder (test/ holds PublicTest).
+    usage = parts[-1].split("_", 1)[0] if parts and "_" in parts[-1] else ""
+    if usage in ("training", "publictest", "privatetest"):
+        split = USAGE_CODE[usage]
     return label, split
 
 

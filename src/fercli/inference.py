@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import numpy as np
@@ -25,7 +26,7 @@ def autocast_for(device: torch.device):
 @torch.no_grad()
 def predict_probs(
     model: nn.Module, images: np.ndarray | torch.Tensor, mean: float, std: float, device: torch.device,
-    batch: int = 512, tta: bool = False,
+    batch: int = 512, tta: bool = False, on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Class probabilities [N,7] (float32, on the CPU) for uint8 faces [N,48,48]; `tta` averages
     over a horizontal flip. One CPU-GPU sync per batch (the copy back)."""
@@ -42,4 +43,6 @@ def predict_probs(
             if tta:
                 p = (p + model(x.flip(3)).float().softmax(1)) / 2
         out.append(p.cpu())
+        if on_batch is not None:
+            on_batch(len(xb))
     return torch.cat(out) if out else torch.zeros(0, 7)

@@ -38,13 +38,16 @@ def training_curves(history: list[dict[str, float]], path: str | os.PathLike, ti
     ax_acc.plot(epochs, [100 * h["valid_acc"] for h in history], "o-", ms=3, label="valid_acc")
     best = max(history, key=lambda h: h["valid_acc"])
     ax_acc.axhline(100 * best["valid_acc"], color="gray", lw=0.8, ls="--")
-    ax_acc.annotate(f"best {100 * best['valid_acc']:.1f}% (epoch {best['epoch']})",
-                    (best["epoch"], 100 * best["valid_acc"]), textcoords="offset points", xytext=(0, -14),
-                    ha="center", fontsize=8)  # fmt: skip
+    ax_acc.plot([best["epoch"]], [100 * best["valid_acc"]], "*", color="gray", ms=10)
+    # The best epoch is named in the legend, not written over the lines.
+    ax_acc.plot([], [], "*", color="gray", label=f"best {100 * best['valid_acc']:.1f}% (epoch {best['epoch']})")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_acc.legend(loc="lower right")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title:
         fig.suptitle(title)
     save_figure(fig, path)

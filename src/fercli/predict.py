@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fercli.classes import CLASSES
-from fercli.errors import USAGE, FerError
+from fercli.errors import NOT_FOUND, USAGE, FerError
 
 
 def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -44,16 +44,28 @@ def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], n
             yield chunk.ids, chunk.images
 
 
+def _primed(blocks: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The same blocks, with the first one read now (so its errors come now)."""
+    first = next(blocks, None)
+
+    def rest() -> Iterator[tuple[list[str], np.ndarray]]:
+        if first is not None:
+            yield first
+        yield from blocks
+
+    return rest()
+
+
 def _fmt_rows(ids: list[str], probs: np.ndarray, names: bool, with_probs: bool) -> str:
     pred = probs.argmax(1)
     labels = [CLASSES[p] for p in pred] if names else [str(p) for p in pred]
     if not with_probs:
-        return "".join(f"{_csv_field(i)},{lab}\n" for i, lab in zip(ids, labels))
+        return "".join(f"{csv_field(i)},{lab}\n" for i, lab in zip(ids, labels))
     cols = [",".join(f"{v:.6f}" for v in row) for row in probs]
-    return "".join(f"{_csv_field(i)},{lab},{c}\n" for i, lab, c in zip(ids, labels, cols))
+    return "".join(f"{csv_field(i)},{lab},{c}\n" for i, lab, c in zip(ids, labels, cols))
 
 
-def _csv_field(text: str) -> str:
+def csv_field(text: str) -> str:
     if any(ch in text for ch in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
     return text
@@ -64,7 +76,7 @@ def predict_stream(
     inputs: list[str],
     out: TextIO,
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     probs: bool = False,
     names: bool = False,
     batch: int = 256,
@@ -72,22 +84,35 @@ def predict_stream(
     skip_bad: bool = False,
 ) -> int:
     """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out`; return the count."""
-    from fercli.checkpoint import load_model
+    from fercli.checkpoint import load_model, model_tta
     from fercli.device import pick_device
+    from fercli.imagefaces import is_image_source
     from fercli.inference import predict_probs
 
     if batch < 1:
         raise FerError("--batch must be at least 1", USAGE)
     if sum(i == "-" for i in inputs) > 1:
         raise FerError("stdin (-) can be read only once", USAGE)
+    seen: set[str] = set()
+    for path in inputs:
+        if path != "-" and not os.path.exists(path):
+            raise FerError(f"{path}: no such file or folder", NOT_FOUND)
+        if os.path.abspath(path) in seen:
+            raise FerError(f"{path} is given twice (its ids would repeat)", USAGE)
+        seen.add(os.path.abspath(path))
     dev = pick_device(device, announce=False)
     model, meta = load_model(model_path, dev)
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    tta = model_tta(meta, tta)
+    # Every input's first block is read before the header is written: a bad input leaves no output.
+    streams = [_primed(_faces(path, batch, skip_bad)) for path in inputs]
     header = "id,emotion" + ("".join(f",p_{c}" for c in CLASSES) if probs else "")
     out.write(header + "\n")
     count = 0
-    for path in inputs:
-        for ids, faces in _faces(path, batch, skip_bad):
+    for path, stream in zip(inputs, streams):
+        for ids, faces in stream:
+            if len(inputs) > 1 and not is_image_source(path):
+                ids = [f"{path}:{i}" for i in ids]  # row ids restart in each file: name the file
             p = predict_probs(model, torch.from_numpy(np.array(faces)), mean, std, dev, batch, tta)
             out.write(_fmt_rows(ids, p.numpy(), names, probs))
             out.flush()

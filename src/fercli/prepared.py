@@ -20,7 +20,7 @@ import numpy as np
 from fercli import __version__
 from fercli.atomic import atomic_path
 from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS
-from fercli.errors import FerError
+from fercli.errors import USAGE, FerError
 from fercli.safefile import memmap_tensor, read_meta_json
 
 DEFAULT_DATA = "fer-data.safetensors"
@@ -34,6 +34,38 @@ def content_hash(images: list[np.ndarray], labels: np.ndarray, splits: np.ndarra
     for a in (*images, labels, splits):
         h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()[:16]
+
+
+THUMB = 8  # face fingerprints are 8x8 means of 6x6 pixel blocks
+SAME_FACE_RMS = 4.0  # grey levels: thumbnails closer than this are the same face
+
+
+def face_thumbnails(images: np.ndarray) -> np.ndarray:
+    """uint8 [N,64]: each face's 8x8 block means, a fingerprint that survives JPEG re-encoding (the image
+    release and the CSV of the same face differ by 1.3 grey levels per pixel on average) but tells
+    different faces apart (their thumbnails differ by tens of levels)."""
+    n, k = len(images), IMAGE_SIZE // THUMB
+    out = np.empty((n, THUMB * THUMB), dtype=np.uint8)
+    for i in range(0, n, 4096):  # bounded memory on a memory-mapped set
+        block = np.asarray(images[i : i + 4096], dtype=np.float32).reshape(-1, THUMB, k, THUMB, k)
+        out[i : i + 4096] = (block.mean((2, 4)) + 0.5).astype(np.uint8).reshape(-1, THUMB * THUMB)
+    return out
+
+
+def seen_faces(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """bool [len(query)]: which query thumbnails have a reference thumbnail within SAME_FACE_RMS."""
+    import torch
+
+    q = torch.from_numpy(query.astype(np.float32))
+    r = torch.from_numpy(reference.astype(np.float32))
+    limit = SAME_FACE_RMS**2 * query.shape[1]
+    hit = torch.zeros(len(q), dtype=torch.bool)
+    r2 = (r * r).sum(1)
+    for i in range(0, len(q), 2048):
+        qb = q[i : i + 2048]
+        d2 = (qb * qb).sum(1, keepdim=True) + r2 - 2 * qb @ r.T  # squared distances [b, len(r)]
+        hit[i : i + 2048] = (d2 <= limit).any(1) if len(r) else False
+    return hit.numpy()
 
 
 def _save_streaming(path: Path, tensors: dict[str, list[np.ndarray]], metadata: dict[str, str]) -> None:
@@ -83,6 +115,7 @@ def write_prepared(
     source: np.ndarray,
     sources: list[dict[str, Any]],
     val_carved: dict[str, Any] | None,
+    origin: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write atomically and return the metadata written. `images` may come in pieces (uint8 [n_i,48,48])."""
     meta = {
@@ -94,6 +127,7 @@ def write_prepared(
         "counts": split_counts(labels, splits),
         "sources": sources,
         "val_carved": val_carved,
+        "origin": origin,  # the split protocol, and for each split the sources its faces came from
         "fercli_version": __version__,
         "content_hash": content_hash(images, labels, splits),
     }
@@ -148,9 +182,19 @@ class PreparedData:
     def content_hash(self) -> str:
         return str(self.meta.get("content_hash", ""))
 
+    def source_name(self, i: int) -> str:
+        """Where face i came from: the image's path or zip member, else its source file's name."""
+        sources = self.meta.get("sources") or []
+        k = int(self.source[i])
+        info = sources[k] if 0 <= k < len(sources) and isinstance(sources[k], dict) else {}
+        members = info.get("members")
+        if isinstance(members, list) and 0 <= int(self.rows[i]) < len(members):
+            return str(members[int(self.rows[i])])
+        return os.path.basename(str(info.get("path", "")))
+
     def indices(self, split: str, labeled_only: bool = False) -> np.ndarray:
         if split not in SPLITS:
-            raise FerError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+            raise FerError(f"--split '{split}': choose from {', '.join(SPLITS)}", USAGE)
         mask = self.splits == SPLITS.index(split)
         if labeled_only:
             mask &= self.labels >= 0

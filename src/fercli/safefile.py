@@ -25,6 +25,26 @@ DTYPES = {
 }  # fmt: skip
 
 
+_MAGIC = {
+    b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"BM": "a BMP image",
+    b"PK\x03\x04": "a zip archive", b"%PDF": "a PDF document", b"\x1f\x8b": "a gzip file",
+}  # fmt: skip
+
+
+def looks_like(head: bytes) -> str | None:
+    """What the first bytes of a file say it is, for error messages: 'a PNG image', 'a CSV file', ...
+    None when nothing is recognised."""
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            return what
+    if len(head) >= 10 and head[8:10] == b'{"':
+        return "a safetensors file"
+    text = head.lstrip(b"\xef\xbb\xbf")[:200]
+    if text and all(32 <= c < 127 or c in (9, 10, 13) for c in text):
+        return "a CSV file" if b"," in text or b"pixels" in text.lower() else "a text file"
+    return None
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str], int]:
     """Return (tensor entries, metadata, offset of the data region), or raise FerError."""
     path = str(path)
@@ -36,7 +56,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
                 raise FerError(f"{path}: not a safetensors file (too short)")
             (n,) = struct.unpack("<Q", head)
             if n > min(MAX_HEADER_BYTES, size - 8):
-                raise FerError(f"{path}: not a safetensors file (bad header length)")
+                what = looks_like(head + f.read(200))
+                hint = f": it looks like {what}" if what else " (bad header length)"
+                if what in ("a CSV file", "a text file"):
+                    hint += " (the model comes first: fer predict MODEL INPUT...)"
+                raise FerError(f"{path}: not a safetensors file{hint}")
             raw = f.read(n)
     except FileNotFoundError as e:
         raise FerError(f"{path}: no such file", NOT_FOUND) from e

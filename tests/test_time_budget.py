@@ -1,0 +1,123 @@
+"""`fer train --time`: durations, the timing of the first steps, a budget that ends on time, and a resumed
+budgeted run that keeps its schedule."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from fercli.errors import USAGE, FerError
+from fercli.pace import Pace, parse_duration, steps_in_budget
+from fercli.recipe import build_recipe, lr_at
+from fercli.train import RunSettings, train
+
+TINY = dict(arch="vgg4s", width=0.125, batch=32, lr=0.05)
+
+
+@pytest.mark.parametrize(
+    "text,seconds", [("90s", 90), ("20m", 1200), ("1.5h", 5400), ("1h30m", 5400), ("600", 600), (" 2m ", 120)]
+)
+def test_durations_as_users_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "20x", "m20", "0s", "31d", "1h 30"])
+def test_bad_durations_are_usage_errors(text):
+    with pytest.raises(FerError) as e:
+        parse_duration(text)
+    assert e.value.code == USAGE and "--time" in str(e.value)
+
+
+def test_pace_skips_warm_up_steps_and_needs_enough_timing():
+    pace = Pace(first_step=100)
+    # 3 warm-up steps at 1 s each (kernel set-up), then 0.125 s per step.
+    t, step = 0.0, 100
+    for _ in range(3):
+        t, step = t + 1.0, step + 1
+        assert not pace.observe(step, t)
+    fired = None
+    for _ in range(100):
+        t, step = t + 0.125, step + 1
+        if pace.observe(step, t):
+            fired = step
+            break
+    assert fired == 103 + 24  # 3 s of timing at 0.125 s per step; the slow warm-up steps are not counted
+    assert pace.seconds_per_step == pytest.approx(0.125)
+    # torchrun: by step count alone, so every rank plans at the same step.
+    ranks = Pace(first_step=0, steps_only=True)
+    assert [ranks.observe(s, 0.01 * s) for s in range(1, 14)].index(True) == 12
+
+
+def test_steps_in_budget_pays_for_validation():
+    # 100 s left, 0.1 s per step, 50 steps per epoch and 5 s of validation per epoch: 0.2 s per step all told.
+    assert steps_in_budget(110.0, 10.0, 0, 0.1, 50, 5.0) == int(95 / 0.2)  # 475: the last epoch has 25 steps
+    assert steps_in_budget(108.0, 10.0, 0, 0.1, 50, 5.0) == 450  # 465 would leave a last epoch of 15 steps
+    assert steps_in_budget(10.0, 30.0, 7, 0.1, 50, 5.0) == 8  # over budget already: one more step
+
+
+def test_time_and_epochs_together_is_a_usage_error(fer, synthetic_data, tmp_path):
+    r = fer("train", "--data", synthetic_data, "--time", "1m", "--epochs", "3", "--project", tmp_path)
+    assert r.code == 2 and "give --time or --epochs, not both" in r.err
+    r = fer("train", "--data", synthetic_data, "--time", "soon", "--project", tmp_path)
+    assert r.code == 2 and "--time 'soon' is not a duration" in r.err
+    assert not (tmp_path / "train").exists()
+
+
+def _timed(data: Path, project: Path, budget: float, name: str, **kw) -> dict:
+    r = build_recipe("default", {**TINY, "time": budget})
+    s = RunSettings(data=str(data), device="cpu", project=str(project), name=name, progress=False,
+                    precision="fp32", **kw)  # fmt: skip
+    return train(r, s)
+
+
+def test_time_budget_ends_on_time_with_the_schedule_complete(synthetic_data, tmp_path):
+    t0 = time.perf_counter()
+    out = _timed(synthetic_data, tmp_path, 8.0, "t")
+    took = time.perf_counter() - t0
+    assert 4.0 <= took <= 8.0 + 4.0, took  # generous: the CI machine may be busy
+    args = json.loads((Path(out["run_dir"]) / "args.json").read_text())
+    total = args["total_steps"]
+    assert total >= 10 and args["recipe"]["time"] == 8.0
+    assert sum(1 for _ in out["history"]) == -(-total // out["steps_per_epoch"])
+    r = build_recipe("default", {**TINY, "time": 8.0})
+    assert out["history"][-1]["lr"] == pytest.approx(lr_at(r, total - 1, total))  # decayed to its end
+    assert out["history"][-1]["lr"] < 0.01 * r.lr
+
+
+def test_resumed_time_run_keeps_its_step_count(synthetic_data, tmp_path):
+    from fercli.checkpoint import read_meta
+    from fercli.errors import INTERRUPTED
+
+    with pytest.raises(FerError) as e:
+        # past the first epoch, so the step count has been fixed and saved
+        _timed(synthetic_data, tmp_path, 6.0, "cut", stop_at_step=60)
+    assert e.value.code == INTERRUPTED
+    run = tmp_path / "train" / "cut"
+    total = read_meta(run / "last.safetensors")["resume"]["total_steps"]
+    assert total == json.loads((run / "args.json").read_text())["total_steps"] and total > 60
+    r = build_recipe("default", {**TINY, "time": 6.0})
+    s = RunSettings(device="cpu", project=str(tmp_path), progress=False, precision="fp32")
+    out = train(r, s, resume=str(run))
+    assert read_meta(run / "last.safetensors")["resume"]["global_step"] == total
+    assert out["history"][-1]["lr"] == pytest.approx(lr_at(r, total - 1, total))
+
+
+def test_a_long_run_says_how_long_unless_quiet(synthetic_data, tmp_path, capsys):
+    from fercli import console
+    from fercli.errors import INTERRUPTED
+
+    r = build_recipe("default", {**TINY, "epochs": 100000})
+    for quiet in (False, True):
+        console.reset(quiet=quiet)
+        s = RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False,
+                        precision="fp32", stop_at_step=40)  # fmt: skip
+        with pytest.raises(FerError) as e:
+            train(r, s)  # the first epoch (35 steps) is timed, then the projection is made
+        assert e.value.code == INTERRUPTED
+        err = capsys.readouterr().err
+        said = "this run will take about" in err and "`--recipe cpu` or `--time 20m`" in err
+        assert said != quiet, err
+    console.reset()
