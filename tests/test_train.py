@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,31 @@ def test_recipe_says_where_its_network_comes_from(fer, synthetic_data, tmp_path)
             "--device", "cpu", "--project", tmp_path / "runs")  # fmt: skip
     assert r.code == 0, r.err
     assert "using --arch vgg4s (from --recipe cpu)" in r.err and "(default)" not in r.err.split("run folder")[0]
+
+
+def test_recipe_file_sets_fields_the_cli_has_no_option_for(tmp_path, fer, synthetic_data):
+    from fercli.recipe import PRESETS
+
+    good = tmp_path / "light.json"
+    good.write_text(json.dumps({"base": "cpu", "rotate": 5.0, "erase": 0.25}))
+    r = build_recipe(str(good), {"lr": 0.02})
+    assert (r.arch, r.rotate, r.erase, r.lr, r.time) == ("vgg4s", 5.0, 0.25, 0.02, PRESETS["cpu"].time)
+    for text, code, message in [
+        ('{"base": "gpu"}', 2, "unknown base 'gpu'"),
+        ('{"rotat": 5}', 2, "unknown field 'rotat'"),
+        ("[1, 2]", 2, "holds one JSON object"),
+        ('{"rotate": "ten"}', 1, "recipe field 'rotate' has a value of the wrong type"),
+        ('{"rotate": 500.0}', 1, "rotate must be in [0, 180] degrees"),
+        ("{", 2, "not a JSON recipe file"),
+    ]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(FerError) as e:
+            build_recipe(str(bad), {})
+        assert e.value.code == code and message in str(e.value), (text, str(e.value))
+    shipped = sorted((Path(__file__).resolve().parents[1] / "bench" / "recipes").glob("*.json"))
+    assert len(shipped) >= 4 and all(build_recipe(str(p), {}) for p in shipped)  # the bench's recipes load
+    r2 = fer("train", "--data", synthetic_data, "--recipe", good, "--epochs", "1", "--width", "0.125",
+             "--device", "cpu", "--project", tmp_path / "runs")  # fmt: skip
+    assert r2.code == 0, r2.err
+    assert read_meta(tmp_path / "runs" / "train" / "exp" / "best.safetensors")["recipe"]["rotate"] == 5.0

@@ -122,7 +122,7 @@ def train(
     recipe: str = typer.Option(
         "default",
         help="Starting recipe: default (vgg4, for a GPU), study (vgg5, the original study's), cpu (a "
-        "19-minute budget on a CPU). See docs/recipes.md.",
+        "19-minute budget on a CPU), or a .json file of recipe fields on a base. See docs/recipes.md.",
         autocompletion=_complete(("default", "study", "cpu")),
     ),
     arch: str | None = typer.Option(None, help="Network (see `fer models`).", autocompletion=_complete("networks")),

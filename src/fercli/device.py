@@ -52,9 +52,11 @@ def pick_device(name: str = "auto", announce: bool = True) -> torch.device:
         if dev.type not in ("cpu", "cuda", "mps"):
             raise FerError(f"--device '{name}' is not supported (auto, cpu, cuda, cuda:N, mps)", USAGE)
     if announce:
-        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {cpu_name()}"
+        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
         if dev.type == "cpu":
             label += f", {torch.get_num_threads()} threads"
+            if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+                label += ", idle threads sleep"  # fer's choice when other processes run (threads.py)
         console.info(f"device: {dev} ({label})" if dev.type != "mps" else "device: mps")
     return dev
 

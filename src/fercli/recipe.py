@@ -94,14 +94,41 @@ PRESETS: dict[str, Recipe] = {
 }  # fmt: skip
 
 
+def recipe_file(path: str) -> Recipe:
+    """A recipe from a JSON file: {"base": "cpu", "rotate": 15.0, ...}, any Recipe field on top of a preset
+    (default: "default"), every field type- and range-checked. Fields the CLI has no option for
+    (augmentation strengths, warm-up, momentum) are set this way."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError as e:
+        raise FerError(f"{path}: no such recipe file", USAGE) from e
+    except (OSError, ValueError) as e:
+        raise FerError(f"{path}: not a JSON recipe file ({e})", USAGE) from e
+    if not isinstance(d, dict):
+        raise FerError(f"{path}: a recipe file holds one JSON object", USAGE)
+    base = d.pop("base", "default")
+    unknown = sorted(set(d) - {f.name for f in fields(Recipe)})
+    if base not in PRESETS or unknown:
+        what = f"unknown base '{base}'" if base not in PRESETS else f"unknown field '{unknown[0]}'"
+        raise FerError(f"{path}: {what} (bases: {', '.join(PRESETS)}; fields: see recipe.py)", USAGE)
+    return Recipe.from_dict({**PRESETS[base].to_dict(), **d}, path)
+
+
 def build_recipe(preset: str, overrides: dict[str, Any]) -> Recipe:
-    """A preset with the options the user gave on top (None means 'not given')."""
-    if preset not in PRESETS:
-        raise FerError(f"unknown recipe '{preset}' (choose from {', '.join(PRESETS)})", USAGE)
+    """A preset, or a recipe file (*.json), with the options the user gave on top (None means 'not given')."""
+    if preset.endswith(".json"):
+        start = recipe_file(preset)
+    elif preset in PRESETS:
+        start = PRESETS[preset]
+    else:
+        raise FerError(f"unknown recipe '{preset}' (choose from {', '.join(PRESETS)}, or a .json file)", USAGE)
     given = {k: v for k, v in overrides.items() if v is not None}
     if "epochs" in given and "time" not in given:
         given["time"] = None  # --epochs on a preset with a time budget: the epochs win
-    r = replace(PRESETS[preset], **given)
+    r = replace(start, **given)
     problem = recipe_problem(r)
     if problem:
         raise FerError(problem, USAGE)
