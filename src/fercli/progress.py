@@ -61,7 +61,7 @@ class TrainProgress:
     def start_epoch(self, epoch: int, steps: int, done: int = 0) -> None:
         self._epoch, self._steps = epoch, steps
         if self._progress is not None:
-            label = f"epoch {epoch}/{self.epochs}"
+            label = f"epoch {epoch}/{self.epochs or '?'}"  # 0: a --time run that has not fixed its length yet
             self._task = self._progress.add_task("", total=steps, completed=done, epoch=label, stats="")
 
     def step(self, done: int, loss: float, acc: float, lr: float, ips: float, left_s: float | None = None) -> None:
@@ -71,20 +71,22 @@ class TrainProgress:
             stats = f"loss {loss:.3f} acc {100 * acc:.1f}% {ips:,.0f}/s{left}"
             self._progress.update(self._task, completed=done, stats=stats)
         elif self.enabled:
-            console.info(f"epoch {self._epoch}/{self.epochs} step {done}/{self._steps} loss {loss:.4f} "
+            console.info(f"epoch {self._epoch}/{self.epochs or '?'} step {done}/{self._steps} loss {loss:.4f} "
                          f"train_acc {100 * acc:.2f}% lr {lr:.4g} {ips:,.0f} img/s{left}")  # fmt: skip
 
-    def end_epoch(self, row: dict[str, Any], best: bool) -> None:
+    def end_epoch(self, row: dict[str, Any], best: bool, done: int | None = None) -> None:
+        """The epoch's numbers; `done` is how many of its steps ran (the last of a --time run may be short)."""
         self._last = time.perf_counter()
         if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=self._steps if done is None else done)
             stats = (f"loss {row['loss']:.3f} acc {100 * row['train_acc']:.1f}% "
                      f"val {100 * row['valid_acc']:.2f}%{'*' if best else ''} {row['seconds']:.0f}s")  # fmt: skip
             self._progress.update(self._task, stats=stats)
         elif self.enabled:
             console.info(
-                f"epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} train_acc {100 * row['train_acc']:.2f}% "
-                f"valid_acc {100 * row['valid_acc']:.2f}%{' *' if best else ''} lr {row['lr']:.4g} "
-                f"{row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s"
+                f"epoch {row['epoch']}/{self.epochs or '?'} loss {row['loss']:.4f} train_acc "
+                f"{100 * row['train_acc']:.2f}% valid_acc {100 * row['valid_acc']:.2f}%{' *' if best else ''} "
+                f"lr {row['lr']:.4g} {row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s"
             )
         if self.json_lines:
             console.data_out(json.dumps(row))

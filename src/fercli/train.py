@@ -325,7 +325,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     stopped_early = False
     view_on = group.main and run.progress
     pace = Pace(first_step=global_step, steps_only=group.active)
-    epochs_shown = recipe.epochs if total_steps is None else -(-total_steps // steps_per_epoch)
+    epochs_shown = 0 if total_steps is None else -(-total_steps // steps_per_epoch)  # 0: not known yet
     with _StopFlag() as stop, TrainProgress(epochs_shown, run.json_lines and group.main, view_on) as view:
         while total_steps is None or global_step < total_steps:
             t0 = time.perf_counter()
@@ -428,7 +428,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                                     train_faces=seen)  # fmt: skip
             else:
                 bad_epochs += 1
-            view.end_epoch(row, improved)
+            view.end_epoch(row, improved, global_step - (epoch - 1) * steps_per_epoch)
             epoch += 1
             perm = None
             if group.main:
