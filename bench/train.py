@@ -1,9 +1,10 @@
 """Training throughput of the fercli engine against the study-style plain PyTorch loop, in one run.
 
 Plain loop: DataLoader over a TensorDataset, fp32, per-batch normalisation, Adam (the study's code).
-Engine: fercli.train with the data resident on the device, augmentation on the device, bf16 and
-channels_last on CUDA. Same network, same data, same batch. Images/s are from the last epoch of each
-(the first warms caches and, on CUDA, cuDNN autotuning).
+Engine: fercli.train with the data resident on the device, augmentation on the device, channels_last,
+and the precision device.training_dtype picks (bf16 on CUDA; on a CPU the faster by a cached probe).
+Same network, same data, same batch. Images/s are from the last epoch of each (the first warms caches
+and, on CUDA, cuDNN autotuning).
 
 Run: python bench/train.py [--arch vgg4s] [--batch 128] [--n 4096] [--epochs 2] [--device auto]
      python bench/train.py --arch vgg5 --batch 512 --n 28709     (the H100 reference comparison)
