@@ -11,6 +11,7 @@ steps both ways and caches the winner (in $XDG_CACHE_HOME/fercli, else ~/.cache/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -61,26 +62,34 @@ def pick_device(name: str = "auto", announce: bool = True) -> torch.device:
     return dev
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+@functools.cache
+def _cpuinfo() -> tuple[str, frozenset[str]] | None:
+    """(model name, instruction-set flags) of the first CPU in /proc/cpuinfo; None where there is none."""
+    name, flags = "", frozenset()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = frozenset(line.split(":", 1)[1].split())
+                if name and flags:
+                    break
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return None
+    return name, flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    info = _cpuinfo()
+    return (info[0] if info else "") or platform.processor() or platform.machine()
 
 
 def _cpu_key() -> str:
     """What a CPU timing depends on: the model, its instruction-set flags, threads and torch."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        pass
+    info = _cpuinfo()
+    flags = " ".join(sorted(info[1])) if info else ""
     raw = f"{cpu_name()}|{flags}|{torch.get_num_threads()}|{torch.__version__}"
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
@@ -145,12 +154,10 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
 
 def _bf16_native() -> bool:
     """The CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere oneDNN emulates it, slowly."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
+    info = _cpuinfo()
+    if info is None:
         return platform.machine() == "arm64"  # Apple silicon and Graviton: leave it to the probe
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "avx512_bf16" in info[1] or "amx_bf16" in info[1]
 
 
 def training_dtype(device: torch.device, choice: str, build: Callable[[], nn.Module], net_key: str,
