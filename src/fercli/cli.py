@@ -15,7 +15,9 @@ from typing import NoReturn
 import typer
 
 from fercli import __version__, console
+from fercli.classes import SPLITS
 from fercli.errors import INTERRUPTED, FerError
+from fercli.recipe import PRESETS  # light: no torch, no numpy (fer --help stays instant)
 
 app = typer.Typer(
     name="fer",
@@ -43,8 +45,6 @@ def _complete(values: tuple[str, ...] | str):
 
     return complete
 
-
-SPLIT_CHOICES = ("train", "val", "test")
 
 # Options that several commands share, declared once.
 DEVICE_OPT = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps.")
@@ -123,7 +123,7 @@ def train(
         "default",
         help="Starting recipe: default (vgg4, for a GPU), study (vgg5, the original study's), cpu (a "
         "19-minute budget on a CPU), or a .json file of recipe fields on a base. See docs/recipes.md.",
-        autocompletion=_complete(("default", "study", "cpu")),
+        autocompletion=_complete(tuple(PRESETS)),
     ),
     arch: str | None = typer.Option(None, help="Network (see `fer models`).", autocompletion=_complete("networks")),
     width: float | None = typer.Option(None, help="Channel multiplier of the network."),
@@ -224,9 +224,7 @@ def eval_cmd(
         None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
     ),
     data: Path | None = DATA_OPT,
-    split: str = typer.Option(
-        "val", help="Split to evaluate: val, test or train.", autocompletion=_complete(SPLIT_CHOICES)
-    ),
+    split: str = typer.Option("val", help="Split to evaluate: val, test or train.", autocompletion=_complete(SPLITS)),
     tta: bool | None = TTA_OPT,
     json_out: bool = typer.Option(False, "--json", help="The metrics as one JSON object on stdout."),
     force: bool = FORCE_OPT,
@@ -280,7 +278,7 @@ def confmat(
         None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
     ),
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("val", help="Split: val, test or train.", autocompletion=_complete(SPLIT_CHOICES)),
+    split: str = typer.Option("val", help="Split: val, test or train.", autocompletion=_complete(SPLITS)),
     out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write."),
     normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
     csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
@@ -326,7 +324,7 @@ def saliency(
     index: list[int] = typer.Option(None, "--index", "-i", help="Face index within the split; repeatable."),
     model: Path | None = MODEL_OPT,
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("val", help="Split the indices refer to.", autocompletion=_complete(SPLIT_CHOICES)),
+    split: str = typer.Option("val", help="Split the indices refer to.", autocompletion=_complete(SPLITS)),
     method: str = typer.Option(
         "grad",
         help="grad, smoothgrad, ig, gradcam or all.",
@@ -405,7 +403,7 @@ def ascent(
 def audit(
     model: Path | None = MODEL_OPT,
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("train", help="Split to audit.", autocompletion=_complete(SPLIT_CHOICES)),
+    split: str = typer.Option("train", help="Split to audit.", autocompletion=_complete(SPLITS)),
     top: int = typer.Option(8, help="Suspects per class."),
     out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write."),
     tta: bool | None = TTA_OPT,

@@ -210,6 +210,10 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     steps_per_epoch = n // batch  # the last partial batch is dropped; a new permutation covers it next epoch
     # With --time the step count is fixed once the first steps are timed (see pace.py); until then None.
     total_steps: int | None = None if recipe.time else steps_per_epoch * recipe.epochs
+
+    def epochs_in(steps: int) -> int:  # epochs that `steps` steps touch (the last may be partial)
+        return -(-steps // steps_per_epoch)
+
     if state is not None and state.get("total_steps"):
         total_steps = state["total_steps"]
 
@@ -309,13 +313,13 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
             assert recipe.time is not None
             total_steps = steps_in_budget(recipe.time, spent, global_step, sps, steps_per_epoch, epoch_extra)
             total_steps = int(distributed.share_text(str(total_steps), group))
-            view.set_epochs(-(-total_steps // steps_per_epoch))
+            view.set_epochs(epochs_in(total_steps))
             console.info(f"--time {format_duration(recipe.time)}: {total_steps} steps "
                          f"({total_steps / steps_per_epoch:.1f} epochs at {sps * 1000:.0f} ms per step)")  # fmt: skip
             if group.main:
                 _write_args(run_dir, recipe, run, device, group.world, amp_dtype, total_steps)
             return
-        left = (total_steps - global_step) * sps + (-(-(total_steps - global_step) // steps_per_epoch)) * epoch_extra
+        left = (total_steps - global_step) * sps + epochs_in(total_steps - global_step) * epoch_extra
         if spent + left > 3600:
             end = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + left))
             hint = " On a CPU, `--recipe cpu` or `--time 20m` gives a model sooner." if device.type == "cpu" else ""
@@ -325,7 +329,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     stopped_early = False
     view_on = group.main and run.progress
     pace = Pace(first_step=global_step, steps_only=group.active)
-    epochs_shown = 0 if total_steps is None else -(-total_steps // steps_per_epoch)  # 0: not known yet
+    epochs_shown = 0 if total_steps is None else epochs_in(total_steps)  # 0: not known yet
     with _StopFlag() as stop, TrainProgress(epochs_shown, run.json_lines and group.main, view_on) as view:
         while total_steps is None or global_step < total_steps:
             t0 = time.perf_counter()
