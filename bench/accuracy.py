@@ -3,12 +3,17 @@
     python bench/accuracy.py --recipe cpu
     python bench/accuracy.py --recipe cpu --time 5m --arch vgg4s
     python bench/accuracy.py --recipe study --epochs 2 --data path/to/fer2013.csv
+    python bench/accuracy.py --recipe cpu --ferplus                    (FER+ crowd labels)
+    python bench/accuracy.py --recipe cpu --ferplus --labels probability
 
 Every option after the known ones goes to `fer train` unchanged. The data (default: ../shared's
 fer2013.csv.gz) is prepared once with the holdout protocol (val carved from Training, PublicTest kept
 as test) and cached in .data/bench/; model selection (best epoch) sees only val, and the figure
 reported is the best checkpoint on PublicTest, evaluated as `fer eval` does (the checkpoint's own TTA
-setting). Run it on a quiet machine: one torch job at a time.
+setting). With --ferplus the FER+ votes (fer2013new.csv beside --data) are prepared with it, `fer
+train` picks its targets from them (--labels), and a FER+ model is scored as the FER+ paper reports:
+against the crowd's majority on PublicTest faces that have a clear one. Run it on a quiet machine: one
+torch job at a time.
 """
 
 from __future__ import annotations
@@ -30,16 +35,17 @@ from _common import SHARED
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def prepared(source: Path, val_frac: float, seed: int) -> Path:
-    """The prepared file for `source`, made once per source version and kept in .data/bench/."""
+def prepared(sources: list[Path], val_frac: float, seed: int) -> Path:
+    """The prepared file for `sources`, made once per source version and kept in .data/bench/."""
     from fercli.prep import prepare
 
-    st = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{val_frac}|{seed}".encode()).hexdigest()
-    out = ROOT / ".data" / "bench" / f"{source.name.split('.')[0]}-holdout-{key[:10]}.safetensors"
+    stamp = "|".join(f"{s.resolve()}|{s.stat().st_size}|{s.stat().st_mtime_ns}" for s in sources)
+    key = hashlib.sha256(f"{stamp}|{val_frac}|{seed}".encode()).hexdigest()
+    name = "+".join(s.name.split(".")[0] for s in sources)
+    out = ROOT / ".data" / "bench" / f"{name}-holdout-{key[:10]}.safetensors"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        prepare([str(source)], str(out), val_frac=val_frac, seed=seed, protocol="holdout")
+        prepare([str(s) for s in sources], str(out), val_frac=val_frac, seed=seed, protocol="holdout")
     return out
 
 
@@ -60,10 +66,13 @@ def main() -> None:
     ap.add_argument("--recipe", default="default")
     ap.add_argument("--data", type=Path, default=SHARED / "fer2013.csv.gz", help="any source `fer prep` reads")
     ap.add_argument("--val-frac", type=float, default=0.1)
+    ap.add_argument("--ferplus", action="store_true", help="add the FER+ votes (fer2013new.csv beside --data)")
     ap.add_argument("--keep", type=Path, help="keep the run folder under this project folder (default: a temp one)")
     args, overrides = ap.parse_known_args()
-    if not args.data.exists():
-        sys.exit(f"bench/accuracy.py needs the real data: {args.data} not found")
+    sources = [args.data] + ([args.data.parent / "fer2013new.csv"] if args.ferplus else [])
+    missing = [s for s in sources if not s.exists()]
+    if missing:
+        sys.exit(f"bench/accuracy.py needs the real data: {missing[0]} not found")
 
     import torch
 
@@ -72,7 +81,7 @@ def main() -> None:
     from fercli.evaluate import evaluate
     from fercli.models import create
 
-    data = prepared(args.data, args.val_frac, 0)
+    data = prepared(sources, args.val_frac, 0)
     project = args.keep or Path(tempfile.mkdtemp(prefix="fer-accuracy-"))
     cmd = [sys.executable, "-m", "fercli", "train", "--data", str(data), "--recipe", args.recipe,
            "--project", str(project), "--name", "bench", *overrides]  # fmt: skip
@@ -90,7 +99,7 @@ def main() -> None:
     run_args = json.loads((run / "args.json").read_text())
     with open(run / "metrics.csv") as f:
         history = list(csv.DictReader(f))
-    model = create(meta["arch"], **meta.get("arch_args", {}))
+    model = create(meta["arch"], len(meta["classes"]), **meta.get("arch_args", {}))
     result = {
         "recipe": args.recipe,
         "overrides": overrides,
@@ -105,8 +114,12 @@ def main() -> None:
         "best_valid_acc": meta["best"]["valid_acc"],
         "best_epoch": meta["best"]["epoch"],
         "test_split": "PublicTest",
+        "labels": meta["recipe"].get("labels", "fer2013"),
+        "test_scored_against": test["labels"],
+        "test_faces": test["n"],
         "test_acc": round(test["accuracy"], 4),
         "test_macro_f1": round(test["macro_f1"], 4),
+        "test_crowd_share": round(test["crowd"]["mean_share"], 4) if "crowd" in test else None,
         "test_tta": test["tta"],
         "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "cpu": cpu_name(),

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.classes import IMAGE_SIZE
 from fercli.errors import USAGE, FerError
 
 
@@ -145,5 +145,5 @@ def ascent_figure(images: np.ndarray, labels: list[str], title: str, path: str |
     save_figure(fig, path)
 
 
-def class_labels(filters: list[int]) -> list[str]:
-    return [CLASSES[f] for f in filters]
+def class_labels(filters: list[int], classes: tuple[str, ...]) -> list[str]:
+    return [classes[f] for f in filters]

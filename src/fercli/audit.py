@@ -1,4 +1,9 @@
-"""`fer audit`: the faces most likely mislabelled, per class: highest loss under their given label."""
+"""`fer audit`: the faces most likely mislabelled, per class: highest loss under their given label.
+
+The given label is the one the model learned: FER2013's for a FER2013 model, the FER+ crowd majority for
+a FER+ one. When the data has FER+ votes, each suspect also carries the crowd's plurality class (the most
+voted of the 10 columns, unknown and NF included) and its share of the votes: whether the crowd agrees
+that the face is mislabelled (bench/audit.py measures how often)."""
 
 from __future__ import annotations
 
@@ -11,13 +16,18 @@ from fercli.checkpoint import model_tta
 from fercli.classes import CLASSES
 
 
+def suspicion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float [N]: -log p(given label), how strongly the model disagrees with each face's label."""
+    return -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
+
+
 def find_suspects(probs: np.ndarray, labels: np.ndarray, top: int) -> list[dict[str, Any]]:
-    """For each class, the `top` faces with the largest -log p(given label). probs [N,7], labels [N].
+    """For each class, the `top` faces with the largest -log p(given label). probs [N,classes], labels [N].
     Returned rows index into the arrays given."""
-    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
+    loss = suspicion(probs, labels)
     pred = probs.argmax(1)
     rows = []
-    for c in range(len(CLASSES)):
+    for c in range(probs.shape[1]):
         idx = np.flatnonzero(labels == c)
         for i in idx[np.argsort(-loss[idx], kind="stable")][:top]:
             rows.append({"i": int(i), "given": c, "predicted": int(pred[i]),
@@ -30,10 +40,14 @@ def audit_split(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Suspects of one split of a PreparedData: (the split's labeled indices into the file, suspect rows,
     whose "i" indexes those indices)."""
+    from fercli.checkpoint import classes_of
+    from fercli.crowd import truth
     from fercli.errors import USAGE, FerError
     from fercli.inference import predict_probs
 
-    idx = data.indices(split, labeled_only=True)
+    idx = data.indices(split)
+    given = truth(classes_of(meta), data, idx)
+    idx, given = idx[given >= 0], given[given >= 0]
     if not len(idx):
         raise FerError(f"the {split} split has no labeled faces", USAGE)
     from fercli.progress import StepBar
@@ -42,10 +56,19 @@ def audit_split(
     with StepBar(len(idx), f"audit {split}") as bar:
         probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], device, tta=model_tta(meta, tta),
                               on_batch=bar.advance).numpy()  # fmt: skip
-    return idx, find_suspects(probs, data.labels[idx], top)
+    return idx, find_suspects(probs, given, top)
 
 
-def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path: str | os.PathLike) -> None:
+def crowd_view(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int [N] the plurality vote column, float [N] its share of the votes) of uint8 votes [N,10]."""
+    from fercli.crowd import crowd_share
+
+    top = np.asarray(votes).argmax(1)
+    return top, crowd_share(votes, top)
+
+
+def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path: str | os.PathLike,
+                 classes: tuple[str, ...] = CLASSES) -> None:  # fmt: skip
     """Rows are the given classes, columns the suspects, each titled given -> predicted (confidence)."""
     from fercli.plots import _plt, save_figure
 
@@ -58,7 +81,7 @@ def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path:
         for j, r in enumerate([r for r in rows if r["given"] == c]):
             ax = axes[ri, j]
             ax.imshow(images[r["i"]], cmap="gray", vmin=0, vmax=255)
-            ax.set_title(f"{CLASSES[c]} -> {CLASSES[r['predicted']]}\n{100 * r['confidence']:.0f}%", fontsize=7)
+            ax.set_title(f"{classes[c]} -> {classes[r['predicted']]}\n{100 * r['confidence']:.0f}%", fontsize=7)
     fig.suptitle("most likely mislabelled: given -> predicted (confidence)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

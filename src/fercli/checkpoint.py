@@ -1,7 +1,8 @@
 """Checkpoints: safetensors weights plus JSON metadata with everything needed to rebuild and use the model.
 
 A checkpoint holds the network's state_dict under its own names, so `safetensors.torch.load_file` and
-`models.create(meta["arch"], **meta["arch_args"])` rebuild it with no fercli training code. `last`
+`models.create(meta["arch"], len(meta["classes"]), **meta["arch_args"])` rebuild it with no fercli
+training code. `last`
 checkpoints also hold the resume state under the "resume." prefix: optimizer tensors, EMA weights,
 RNG states and the epoch's permutation, with the non-tensor parts in the metadata. Never pickle.
 """
@@ -24,7 +25,7 @@ from torch import nn
 
 from fercli import __version__
 from fercli.atomic import atomic_path
-from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.classes import IMAGE_SIZE
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 from fercli.safefile import read_meta_json
 
@@ -35,6 +36,7 @@ RESUME = "resume."
 TRAIN_FACES = "fercli-train-faces"
 MAX_TRAIN_FACES = 1 << 20
 FORMAT_VERSION = 1
+MAX_CLASSES = 64
 MIN_STD = 1e-3  # of pixels scaled to [0, 1]; training clamps to it too (a near-constant data set)
 
 
@@ -86,8 +88,11 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
     args = meta.get("arch_args", {})
     if not isinstance(args, dict) or not all(isinstance(k, str) and _arch_arg_ok(v) for k, v in args.items()):
         raise FerError(f"{path}: checkpoint has malformed arch_args")
-    if meta.get("classes") != list(CLASSES):
-        raise FerError(f"{path}: checkpoint classes do not match FER2013's seven emotions")
+    classes = meta.get("classes")
+    names_ok = isinstance(classes, list) and all(isinstance(c, str) and 0 < len(c) <= 40 and c.isprintable()
+                                                 for c in classes)  # fmt: skip
+    if not (names_ok and 2 <= len(classes) <= MAX_CLASSES and len(set(classes)) == len(classes)):
+        raise FerError(f"{path}: checkpoint classes must be 2..{MAX_CLASSES} distinct names")
     norm = meta.get("normalize")
     if not (isinstance(norm, dict) and all(_number(norm.get(k)) for k in ("mean", "std"))):
         raise FerError(f"{path}: checkpoint lacks its normalisation (mean, std)")
@@ -95,6 +100,11 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
         raise FerError(f"{path}: checkpoint normalisation must have mean in [0, 1] and std in [{MIN_STD}, 1]")
     if meta.get("image_size") != IMAGE_SIZE:
         raise FerError(f"{path}: checkpoint image size is not {IMAGE_SIZE}")
+
+
+def classes_of(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The class names a checkpoint predicts, in logit order (validated by read_meta)."""
+    return tuple(meta["classes"])
 
 
 def model_tta(meta: dict[str, Any], tta: bool | None) -> bool:
@@ -143,7 +153,8 @@ def read_checked(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
     header, meta = _read(path)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("arch_args", {}).items()}
     with torch.device("meta"):
-        shapes = {k: list(v.shape) for k, v in models.create(meta["arch"], **args).state_dict().items()}
+        net = models.create(meta["arch"], len(meta["classes"]), **args)
+        shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
     stored = {k: e["shape"] for k, e in header.items() if not k.startswith(RESUME)}
     if shapes != stored:
         diff = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored[k]]
@@ -156,7 +167,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     from fercli import models
 
     meta, args = read_checked(path)
-    model = models.create(meta["arch"], **args)
+    model = models.create(meta["arch"], len(meta["classes"]), **args)
     state = load_tensors(path)
     try:
         model.load_state_dict(state, strict=True)

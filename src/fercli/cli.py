@@ -15,7 +15,7 @@ from typing import NoReturn
 import typer
 
 from fercli import __version__, console
-from fercli.classes import SPLITS
+from fercli.classes import LABEL_MODES, SPLITS
 from fercli.errors import INTERRUPTED, FerError
 from fercli.recipe import PRESETS  # light: no torch, no numpy (fer --help stays instant)
 
@@ -106,13 +106,15 @@ def prep(
     ),
 ) -> None:
     """Read FER2013 in any layout into one prepared data file that the other commands open instantly."""
-    from fercli.prep import counts_table, prepare
+    from fercli.prep import counts_table, prepare, votes_table
     from fercli.prepared import DEFAULT_DATA
 
     target = str(out or DEFAULT_DATA)
     meta = prepare(sources or [], target, val_frac=val_frac, seed=seed, skip_bad=skip_bad, synthetic=synthetic,
                    protocol=protocol)  # fmt: skip
     console.show(counts_table(meta))
+    if meta.get("votes"):
+        console.show(votes_table(meta))
     console.info(f"wrote {target}" + (" (the default --out)" if out is None else ""))
 
 
@@ -141,6 +143,11 @@ def train(
     augment: bool | None = typer.Option(None, "--augment/--no-augment", help="On-device augmentation on/off."),
     tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Validate with horizontal-flip averaging."),
     seed: int | None = typer.Option(None, help="Seed for init, shuffling, augmentation and dropout."),
+    labels: str | None = typer.Option(
+        None, help="Targets: fer2013 (the original labels), majority or probability (FER+ crowd votes), auto "
+        "(FER+ probability when the data has votes, else fer2013).",
+        autocompletion=_complete(LABEL_MODES),
+    ),
     device: str = typer.Option("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     project: Path = typer.Option(Path("runs"), help="Folder holding the runs."),
     name: str = typer.Option("exp", help="Run name; exp, exp2, ... when taken."),
@@ -171,7 +178,7 @@ def train(
                        USAGE)  # fmt: skip
     overrides = dict(
         arch=arch, width=width, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, schedule=schedule,
-        weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, labels=labels,
         time=parse_duration(time_budget) if time_budget is not None else None,
     )  # fmt: skip
     if augment is False:
@@ -250,7 +257,7 @@ def predict(
     ),
     tta: bool | None = TTA_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
-    names: bool = typer.Option(False, "--names", help="Emotion names instead of codes 0..6."),
+    names: bool = typer.Option(False, "--names", help="Class names instead of codes (0..6 FER2013, 0..7 FER+)."),
     batch: int = typer.Option(256, help="Faces per forward pass."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
@@ -288,14 +295,13 @@ def confmat(
     project: Path = PROJECT_OPT,
 ) -> None:
     """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
-    from fercli.classes import CLASSES
     from fercli.evaluate import confmat_figure, evaluate, resolve_model
 
     m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device, force)
     confmat_figure(m, out, normalize_only=normalize)
     if csv_out:
-        console.data_out("true\\predicted," + ",".join(CLASSES))
-        for c, row in zip(CLASSES, m["confusion"]):
+        console.data_out("true\\predicted," + ",".join(m["classes"]))
+        for c, row in zip(m["classes"], m["confusion"]):
             console.data_out(c + "," + ",".join(map(str, row)))
     console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")
 
@@ -330,8 +336,8 @@ def saliency(
         help="grad, smoothgrad, ig, gradcam or all.",
         autocompletion=_complete(("grad", "smoothgrad", "ig", "gradcam", "all")),
     ),
-    target: str = typer.Option("pred", help="Class to explain: pred, label, a class name or 0..6."),
-    per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per emotion instead of --index."),
+    target: str = typer.Option("pred", help="Class to explain: pred, label, one of the model's class names or codes."),
+    per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per class instead of --index."),
     out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write."),
     npy: Path | None = typer.Option(
         None, "--npy", help="Also write the raw maps (faces x methods x 48 x 48, .npy) here."
@@ -343,12 +349,14 @@ def saliency(
     import numpy as np
 
     from fercli.atomic import atomic_path
-    from fercli.explain import explain, methods_for, per_class_figure, pick_faces, saliency_figure
+    from fercli.checkpoint import classes_of
+    from fercli.explain import explain, face_labels, methods_for, per_class_figure, pick_faces, saliency_figure
 
     methods = methods_for(method)
     net, meta, d, dev = _model_and_data(model, data, project, device)
-    idx, captions = pick_faces(d, split, index, per_class)
-    images, labels = np.array(d.images[idx]), np.array(d.labels[idx])
+    classes = classes_of(meta)
+    idx, captions = pick_faces(d, split, index, per_class, classes)
+    images, labels = np.array(d.images[idx]), face_labels(classes, d, idx)
     res = explain(net, meta, images, labels, methods, target, dev)
     if per_class:
         per_class_figure(images, labels, res, out, per_class)
@@ -385,8 +393,11 @@ def ascent(
             console.data_out(f"{name},{conv.out_channels}")
         return
     if class_vis:
-        name, chosen = None, parse_filters(filters if filters != "0:16" else "0:7", 7)
-        labels, title = class_labels(chosen), "class visualisation"
+        from fercli.checkpoint import classes_of
+
+        classes = classes_of(meta)
+        name, chosen = None, parse_filters(filters if filters != "0:16" else f"0:{len(classes)}", len(classes))
+        labels, title = class_labels(chosen, classes), "class visualisation"
     else:
         name, conv = pick_layer(net, layer)
         chosen = parse_filters(filters, conv.out_channels)
@@ -413,22 +424,31 @@ def audit(
     """Faces most likely mislabelled (highest loss under their label): a gallery PNG, and CSV on stdout."""
     import numpy as np
 
-    from fercli.audit import audit_figure, audit_split
-    from fercli.classes import CLASSES
+    from fercli.audit import audit_figure, audit_split, crowd_view
+    from fercli.checkpoint import classes_of
+    from fercli.crowd import VOTE_COLUMNS
     from fercli.errors import USAGE, FerError
 
     if top < 1:
         raise FerError("--top must be at least 1", USAGE)
     net, meta, d, dev = _model_and_data(model, data, project, device)
+    classes = classes_of(meta)
     idx, rows = audit_split(net, meta, d, split, top, dev, tta)
-    audit_figure(np.array(d.images[idx]), rows, top, out)
+    audit_figure(np.array(d.images[idx]), rows, top, out, classes)
     from fercli.predict import csv_field
 
-    console.data_out("index,source_row,source,given,predicted,confidence,loss")
-    for r in rows:
+    # With FER+ votes: what the crowd voted for most, and with what share of its votes.
+    votes = d.votes[idx[[r["i"] for r in rows]]] if d.votes is not None and rows else None
+    crowd = crowd_view(votes) if votes is not None else None
+    header = "index,source_row,source,given,predicted,confidence,loss"
+    console.data_out(header + (",crowd,crowd_share" if crowd else ""))
+    for k, r in enumerate(rows):
         i = idx[r["i"]]
-        console.data_out(f"{i},{d.rows[i]},{csv_field(d.source_name(i))},{CLASSES[r['given']]},"
-                         f"{CLASSES[r['predicted']]},{r['confidence']:.4f},{r['loss']:.4f}")  # fmt: skip
+        extra = ""
+        if crowd is not None:  # empty cells for a face without votes
+            extra = f",{VOTE_COLUMNS[crowd[0][k]]},{crowd[1][k]:.2f}" if votes[k].sum() else ",,"
+        console.data_out(f"{i},{d.rows[i]},{csv_field(d.source_name(i))},{classes[r['given']]},"
+                         f"{classes[r['predicted']]},{r['confidence']:.4f},{r['loss']:.4f}{extra}")  # fmt: skip
     console.info(f"wrote {out}")
 
 

@@ -30,7 +30,7 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int = len(CLASSES)) -> 
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+def metrics_from_confusion(cm: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
     tp = np.diag(cm).astype(float)
     support = cm.sum(1)
     predicted = cm.sum(0)
@@ -45,8 +45,9 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
         "n": int(cm.sum()),
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for c, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
+            for c, p, r, f, s in zip(classes, precision, recall, f1, support)
         },
+        "classes": list(classes),
         "confusion": cm.tolist(),
     }
 
@@ -59,25 +60,41 @@ def evaluate(
     device: str = "auto",
     force: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision/recall/F1/support of a checkpoint on one split."""
-    from fercli.checkpoint import load_model, model_tta
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support of a checkpoint on one split.
+
+    A model of FER2013's classes is scored against the FER2013 labels; one of FER+'s against the crowd's
+    majority, on the faces that have a clear one (as the FER+ paper reports). When the data has votes,
+    "crowd" says how much of the crowd's vote the predicted class got on average."""
+    from fercli import crowd
+    from fercli.checkpoint import classes_of, load_model, model_tta
     from fercli.device import pick_device
     from fercli.inference import predict_probs
     from fercli.prepared import PreparedData
 
     data = PreparedData.open(data_path)
-    idx = data.indices(split, labeled_only=True)
-    if not len(idx):
-        raise FerError(f"{data_path}: the {split} split has no labeled faces to evaluate on")
     dev = pick_device(device, announce=False)
     model, meta = load_model(model_path, dev)
+    classes = classes_of(meta)
+    idx = data.indices(split)
+    truth = crowd.truth(classes, data, idx)
+    idx, truth = idx[truth >= 0], truth[truth >= 0]
+    if not len(idx):
+        what = "labeled faces" if classes == CLASSES else "faces with a clear FER+ majority"
+        raise FerError(f"{data_path}: the {split} split has no {what} to evaluate on")
     if split != "train":
         check_no_leak(model_path, meta, data, idx, split, force)
     norm, tta = meta["normalize"], model_tta(meta, tta)
     probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], dev, tta=tta)
     pred = probs.argmax(1).numpy()
-    out = metrics_from_confusion(confusion(data.labels[idx], pred))
-    out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta})
+    out = metrics_from_confusion(confusion(truth, pred, len(classes)), classes)
+    out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta,
+                "labels": "fer2013" if classes == CLASSES else "ferplus-majority"})  # fmt: skip
+    if data.votes is not None:
+        votes = np.asarray(data.votes[idx])
+        voted = votes.sum(1) > 0
+        if voted.any():
+            share = crowd.crowd_share(votes[voted], crowd.vote_columns(classes)[pred[voted]])
+            out["crowd"] = {"mean_share": float(share.mean()), "faces": int(voted.sum())}
     return out
 
 
@@ -115,7 +132,11 @@ def check_no_leak(model_path: str | os.PathLike, meta: dict[str, Any], data: Any
 def metrics_table(m: dict[str, Any]):
     from rich.table import Table
 
-    title = f"{m['split']}: accuracy {100 * m['accuracy']:.2f}%, macro-F1 {100 * m['macro_f1']:.2f}% ({m['n']} faces)"
+    against = " against the FER+ majority" if m.get("labels") == "ferplus-majority" else ""
+    title = (f"{m['split']}: accuracy {100 * m['accuracy']:.2f}%{against}, macro-F1 {100 * m['macro_f1']:.2f}% "
+             f"({m['n']} faces)")  # fmt: skip
+    if "crowd" in m:
+        title += f"\nthe crowd gave the predicted class {100 * m['crowd']['mean_share']:.1f}% of its votes on average"
     table = Table(title=title)
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -130,6 +151,7 @@ def confmat_figure(m: dict[str, Any], path: str | os.PathLike, normalize_only: b
 
     plt = _plt()
     cm = np.asarray(m["confusion"])
+    classes = m.get("classes", CLASSES)
     rows = cm.sum(1, keepdims=True)
     pct = np.divide(100 * cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     panels = [("recall per true class (%)", pct, "{:.0f}")]
@@ -139,9 +161,9 @@ def confmat_figure(m: dict[str, Any], path: str | os.PathLike, normalize_only: b
     axes = np.atleast_1d(axes)
     for ax, (title, mat, fmt) in zip(axes, panels):
         im = ax.imshow(mat, cmap="Blues")
-        ax.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xlabel="predicted", ylabel="true", title=title)
-        ax.set_xticklabels(CLASSES, rotation=45, ha="right")
-        ax.set_yticklabels(CLASSES)
+        ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true", title=title)
+        ax.set_xticklabels(classes, rotation=45, ha="right")
+        ax.set_yticklabels(classes)
         hi = mat.max() if mat.size else 0
         for i in range(mat.shape[0]):
             for j in range(mat.shape[1]):

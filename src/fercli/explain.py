@@ -111,12 +111,24 @@ def methods_for(method: str) -> list[str]:
     return [method]
 
 
-def pick_faces(data: PreparedData, split: str, index: list[int] | None, per_class: int) -> tuple[np.ndarray, list[str]]:
+def face_labels(classes: tuple[str, ...], data: PreparedData, idx: np.ndarray) -> np.ndarray:
+    """The labels of faces `idx` in a model's class set (the FER+ majority for FER+ models); -1 where a
+    face has none, or all -1 when the data cannot say (a FER+ model on data without votes)."""
+    from fercli import crowd
+
+    if classes == crowd.FERPLUS_CLASSES and data.votes is None:
+        return np.full(len(idx), -1, dtype=np.int64)
+    return crowd.truth(classes, data, idx)
+
+
+def pick_faces(data: PreparedData, split: str, index: list[int] | None, per_class: int,
+               classes: tuple[str, ...] = CLASSES) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     """The faces to explain as indices into the file, and their captions: `per_class` labeled faces of
-    each emotion, or else the given positions within the split."""
+    each class, or else the given positions within the split."""
     if per_class:
-        labeled = data.indices(split, labeled_only=True)
-        return np.concatenate([labeled[data.labels[labeled] == c][:per_class] for c in range(len(CLASSES))]), []
+        pool = data.indices(split)
+        labels = face_labels(classes, data, pool)
+        return np.concatenate([pool[labels == c][:per_class] for c in range(len(classes))]), []
     if not index:
         raise FerError("give --index I (repeatable) or --per-class K", USAGE)
     pool = data.indices(split)
@@ -126,25 +138,29 @@ def pick_faces(data: PreparedData, split: str, index: list[int] | None, per_clas
     return pool[index], [f"{split} #{i}" for i in index]
 
 
-def parse_target(target: str) -> str | int:
-    """pred, label, a class name or a code 0..6."""
+def parse_target(target: str, classes: tuple[str, ...] = CLASSES) -> str | int:
+    """pred, label, one of the model's class names or a code 0..k-1."""
     t = target.lower()
     if t in ("pred", "label"):
         return t
-    if t in CLASSES:
-        return CLASSES.index(t)
-    if t.isdigit() and int(t) < len(CLASSES):
+    if t in classes:
+        return classes.index(t)
+    if t.isdigit() and int(t) < len(classes):
         return int(t)
-    raise FerError(f"--target must be pred, label, a class name or 0..6, got '{target}'", USAGE)
+    raise FerError(f"--target must be pred, label, a class name ({', '.join(classes)}) or 0..{len(classes) - 1}, "
+                   f"got '{target}'", USAGE)  # fmt: skip
 
 
 def explain(
     model: nn.Module, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray, methods: list[str],
     target: str = "pred", device: torch.device | str = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
-    """Maps for faces uint8 [B,48,48]: {"maps": [B,M,48,48], "pred", "prob", "target", ...} as numpy."""
+    """Maps for faces uint8 [B,48,48]: {"maps": [B,M,48,48], "pred", "prob", "target", ...} as numpy;
+    `labels` are in the model's class set (face_labels)."""
+    from fercli.checkpoint import classes_of
     from fercli.inference import normalize
 
+    classes = classes_of(meta)
     dev = torch.device(device)
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
     model = model.to(dev).eval()
@@ -152,7 +168,7 @@ def explain(
     with torch.no_grad():
         probs = model(x).float().softmax(1)
     pred = probs.argmax(1)
-    t = parse_target(target)
+    t = parse_target(target, classes)
     if t == "pred":
         tgt = pred
     elif t == "label":
@@ -166,6 +182,7 @@ def explain(
     return {
         "maps": maps.cpu().numpy(), "methods": methods, "pred": pred.cpu().numpy(),
         "prob": probs.gather(1, pred[:, None])[:, 0].cpu().numpy(), "target": tgt.cpu().numpy(),
+        "classes": classes,
     }  # fmt: skip
 
 
@@ -176,12 +193,12 @@ def saliency_figure(
     from fercli.plots import _plt, save_figure
 
     plt = _plt()
-    maps, methods = result["maps"], result["methods"]
+    maps, methods, classes = result["maps"], result["methods"], result["classes"]
     cols = 1 + len(methods) + 1
     fig, axes = plt.subplots(len(images), cols, figsize=(2.6 * cols, 2.7 * len(images)), squeeze=False)
     for r, img in enumerate(images):
-        given = CLASSES[labels[r]] if labels[r] >= 0 else "unlabeled"
-        pred = CLASSES[result["pred"][r]]
+        given = classes[labels[r]] if labels[r] >= 0 else "unlabeled"
+        pred = classes[result["pred"][r]]
         axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=255)
         axes[r, 0].set_title(f"{titles[r]}\ntrue {given}\npred {pred} ({100 * result['prob'][r]:.0f}%)", fontsize=8)
         for m, method in enumerate(methods):
@@ -190,7 +207,7 @@ def saliency_figure(
             mp = maps[r, m]
             lim = float(np.abs(mp).max()) or 1.0
             im = ax.imshow(mp, cmap="RdBu_r" if signed else "inferno", vmin=-lim if signed else 0, vmax=lim)
-            ax.set_title(f"{method} (target {CLASSES[result['target'][r]]})", fontsize=8)
+            ax.set_title(f"{method} (target {classes[result['target'][r]]})", fontsize=8)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         over = np.abs(maps[r, 0])
         axes[r, -1].imshow(img, cmap="gray", vmin=0, vmax=255)
@@ -210,9 +227,10 @@ def per_class_figure(
     from fercli.plots import _plt, save_figure
 
     plt = _plt()
-    classes = sorted(set(int(c) for c in labels))
-    fig, axes = plt.subplots(len(classes), 2 * k, figsize=(1.6 * 2 * k, 1.9 * len(classes)), squeeze=False)
-    for r, c in enumerate(classes):
+    names = result["classes"]
+    shown = sorted(set(int(c) for c in labels))
+    fig, axes = plt.subplots(len(shown), 2 * k, figsize=(1.6 * 2 * k, 1.9 * len(shown)), squeeze=False)
+    for r, c in enumerate(shown):
         idx = np.flatnonzero(labels == c)[:k]
         for j in range(k):
             a, b = axes[r, 2 * j], axes[r, 2 * j + 1]
@@ -228,8 +246,8 @@ def per_class_figure(
             mp = np.abs(result["maps"][i, 0])
             b.imshow(images[i], cmap="gray", vmin=0, vmax=255)
             b.imshow(mp / (mp.max() or 1.0), cmap="inferno", alpha=0.6)
-            b.set_title(f"pred {CLASSES[result['pred'][i]]}", fontsize=7)
-        axes[r, 0].set_ylabel(CLASSES[c], fontsize=10)
+            b.set_title(f"pred {names[result['pred'][i]]}", fontsize=7)
+        axes[r, 0].set_ylabel(names[c], fontsize=10)
     fig.suptitle(f"{result['methods'][0]} saliency, {k} faces per emotion")
     fig.tight_layout()
     save_figure(fig, path)

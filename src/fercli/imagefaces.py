@@ -1,4 +1,5 @@
-"""Faces from image files, folders and zip archives, laid out `<split>/<emotion>/<file>` or `<emotion>/<file>`.
+"""Faces from image files, folders and zip archives, laid out `<split>/<emotion>/<file>` or `<emotion>/<file>`,
+or as FER+ lays them out: `FER2013Train/<file>` with the crowd votes in `FER2013Train/label.csv`.
 
 Every image becomes 48x48 grayscale the same way: EXIF orientation applied, converted to 8-bit luma
 (ITU-R 601-2, Pillow's "L"), centre-cropped to a square, then resized to 48x48 with Pillow's
@@ -22,6 +23,7 @@ from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
 from fercli.csvfaces import BadRows
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 
+LABEL_FILE = "label.csv"  # FER+ votes of the images beside it
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs: far above any face photo
 MAX_IMAGE_BYTES = 64 << 20
@@ -97,34 +99,34 @@ class ImageFaces:
         if not os.path.exists(path):
             raise FerError(f"{path}: no such file or folder", NOT_FOUND)
         if os.path.isdir(path):
-            names = []
+            every = []
             for root, _, files in os.walk(path):
-                for f in files:
-                    rel = os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
-                    if _wanted(rel):
-                        names.append(rel)
+                every += [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/") for f in files]
         elif zipfile.is_zipfile(path):
             try:
                 self._zip = zipfile.ZipFile(path)
-                names = [n for n in self._zip.namelist() if not n.endswith("/") and _wanted(n)]
+                every = [n for n in self._zip.namelist() if not n.endswith("/")]
             except (zipfile.BadZipFile, OSError) as e:
                 raise FerError(f"{path}: corrupt zip archive ({e})") from e
         else:
-            names = [""]  # a single image file
+            every = [""]  # a single image file
+        names = [n for n in every if n == "" or _wanted(n)]
+        self.label_files = sorted(n for n in every if PurePosixPath(n).name.lower() == LABEL_FILE)
         self.entries = [ImageEntry(n, *_layout(n)) for n in sorted(names)]
         if not self.entries:
             raise FerError(f"{path}: no image files found", BAD_INPUT)
 
-    def read_bytes(self, entry: ImageEntry) -> tuple[bytes, str]:
+    def read_bytes(self, entry: ImageEntry | str) -> tuple[bytes, str]:
+        rel = entry if isinstance(entry, str) else entry.path
         if self._zip is not None:
-            where = f"{self.path} member {entry.path}"
+            where = f"{self.path} member {rel}"
             try:
                 # Read at most one byte past the limit: a zip bomb member is never inflated in full.
-                with self._zip.open(entry.path) as f:
+                with self._zip.open(rel) as f:
                     return f.read(MAX_IMAGE_BYTES + 1), where
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
                 raise FerError(f"{where}: corrupt zip member ({e})") from e
-        full = os.path.join(self.path, entry.path) if entry.path else self.path
+        full = os.path.join(self.path, rel) if rel else self.path
         with open(full, "rb") as f:
             return f.read(MAX_IMAGE_BYTES + 1), full
 

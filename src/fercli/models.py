@@ -1,7 +1,8 @@
 """The network registry: each network is one decorated function over the shared builders below.
 
 Every network takes a 1-channel 48x48 face normalised by the data set's mean and std, and returns
-7 logits. `width` scales every channel count (0.25 gives a network that trains usefully on a CPU).
+one logit per class (`num_classes`: 7 for FER2013, 8 for FER+). `width` scales every channel count (0.25
+gives a network that trains usefully on a CPU).
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ def spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create(name: str, **kwargs: object) -> nn.Module:
+def create(name: str, num_classes: int = NUM_CLASSES, **kwargs: object) -> nn.Module:
     """Build a registered network; unknown names or arguments fail with the choices listed."""
     s = spec(name)
     try:
-        return s.build(**kwargs)
+        return s.build(num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise FerError(f"network '{name}' does not take these arguments: {kwargs} ({e})", USAGE) from e
 
@@ -91,12 +92,12 @@ def vgg_features(
     return nn.Sequential(*layers), size
 
 
-def mlp_head(features: int, hidden: list[int], dropout: float) -> nn.Sequential:
+def mlp_head(features: int, hidden: list[int], dropout: float, num_classes: int) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
         layers += [nn.Linear(features, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         features = h
-    layers.append(nn.Linear(features, NUM_CLASSES))
+    layers.append(nn.Linear(features, num_classes))
     return nn.Sequential(*layers)
 
 
@@ -108,7 +109,7 @@ class Net(nn.Module):
         self.features = features
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B,1,48,48] -> logits [B,7]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B,1,48,48] -> logits [B,classes]
         return self.head(self.features(x))
 
 
@@ -116,53 +117,54 @@ class Net(nn.Module):
 
 
 @register("the study's network: 5 stages of 3x(Conv3x3-ReLU-BN), MaxPool2, Dropout 0.5; 64-128-256-512-512")
-def vgg5(width: float = 1.0) -> nn.Module:
+def vgg5(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
     chans = [_ch(c, width) for c in (64, 128, 256, 512, 512)]
     features, size = vgg_features(chans, [3] * 5, "crb", dropout=0.5)  # 48 -> 1
-    return Net(features, mlp_head(chans[-1] * size * size, [], 0.0))
+    return Net(features, mlp_head(chans[-1] * size * size, [], 0.0, num_classes))
 
 
 @register("VGG with configurable convs per stage (default 2,2,2,2), Conv-BN-ReLU, two FC 1024 + dropout")
-def vgg(width: float = 1.0, convs: tuple[int, ...] = (2, 2, 2, 2), fc: int = 1024, dropout: float = 0.5) -> nn.Module:
+def vgg(width: float = 1.0, convs: tuple[int, ...] = (2, 2, 2, 2), fc: int = 1024, dropout: float = 0.5,
+        num_classes: int = NUM_CLASSES) -> nn.Module:  # fmt: skip
     base = (64, 128, 256, 512, 512, 512)
     if not 1 <= len(convs) <= len(base):
         raise FerError(f"vgg takes 1..{len(base)} stages, got {len(convs)}", USAGE)
     chans = [_ch(c, width) for c in base[: len(convs)]]
     features, size = vgg_features(chans, list(convs), "cbr")
-    return Net(features, mlp_head(chans[-1] * size * size, [_ch(fc, width)] * 2, dropout))
+    return Net(features, mlp_head(chans[-1] * size * size, [_ch(fc, width)] * 2, dropout, num_classes))
 
 
 @register("the default: vgg with 4 stages 64-128-256-512 of 2 convs each, FC 1024-1024")
-def vgg4(width: float = 1.0) -> nn.Module:
-    return vgg(width=width)
+def vgg4(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
+    return vgg(width=width, num_classes=num_classes)
 
 
 @register("vgg4 at a quarter of the width (16-32-64-128, FC 256): trains usefully on a laptop CPU")
-def vgg4s(width: float = 0.25) -> nn.Module:
-    return vgg(width=width)
+def vgg4s(width: float = 0.25, num_classes: int = NUM_CLASSES) -> nn.Module:
+    return vgg(width=width, num_classes=num_classes)
 
 
 @register("for CPUs: one conv at 48x48 (16 ch), then 2 convs per stage at 24-12-6 px (48-128-256), FC 256-256")
-def vgg4c(width: float = 1.0) -> nn.Module:
+def vgg4c(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
     # Channel counts are multiples of 16: one AVX-512 register of fp32 (vgg4 at width 0.375, 24-48-96-192,
     # trains 2.5x slower than at 0.25 on this project's CPU, not the 2.1x its FLOPs predict).
     chans = [_ch(c, width) for c in (16, 48, 128, 256)]
     features, size = vgg_features(chans, [1, 2, 2, 2], "cbr")
-    return Net(features, mlp_head(chans[-1] * size * size, [_ch(256, width)] * 2, 0.5))
+    return Net(features, mlp_head(chans[-1] * size * size, [_ch(256, width)] * 2, 0.5, num_classes))
 
 
 @register("AlexNet-style stack for 48x48: five 3x3 convs (64-128-256-256-128), three max-pools, FC 1024-1024")
-def alexnet(width: float = 1.0) -> nn.Module:
+def alexnet(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
     chans = [_ch(c, width) for c in (64, 128, 256, 256, 128)]
     features, size = vgg_features(chans, [1] * 5, "cbr", pools=[True, True, False, False, True])
-    return Net(features, mlp_head(chans[-1] * size * size, [_ch(1024, width)] * 2, 0.5))
+    return Net(features, mlp_head(chans[-1] * size * size, [_ch(1024, width)] * 2, 0.5, num_classes))
 
 
 @register("ResNet-18 adapted to 48x48 grayscale: 3x3 stem at stride 1, no stem max-pool")
-def resnet18(width: float = 1.0) -> nn.Module:
+def resnet18(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
     from torchvision.models.resnet import BasicBlock, ResNet
 
-    net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=NUM_CLASSES, width_per_group=64)
+    net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, width_per_group=64)
     if width != 1.0:
         raise FerError("resnet18 supports width 1.0 only", USAGE)
     net.conv1 = nn.Conv2d(1, 64, 3, stride=1, padding=1, bias=False)

@@ -14,7 +14,6 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from fercli.classes import CLASSES
 from fercli.errors import NOT_FOUND, USAGE, FerError
 
 
@@ -56,9 +55,9 @@ def _primed(blocks: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[tuple[li
     return rest()
 
 
-def _fmt_rows(ids: list[str], probs: np.ndarray, names: bool, with_probs: bool) -> str:
+def _fmt_rows(ids: list[str], probs: np.ndarray, names: tuple[str, ...] | None, with_probs: bool) -> str:
     pred = probs.argmax(1)
-    labels = [CLASSES[p] for p in pred] if names else [str(p) for p in pred]
+    labels = [names[p] for p in pred] if names else [str(p) for p in pred]
     if not with_probs:
         return "".join(f"{csv_field(i)},{lab}\n" for i, lab in zip(ids, labels))
     cols = [",".join(f"{v:.6f}" for v in row) for row in probs]
@@ -84,7 +83,7 @@ def predict_stream(
     skip_bad: bool = False,
 ) -> int:
     """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out`; return the count."""
-    from fercli.checkpoint import load_model, model_tta
+    from fercli.checkpoint import classes_of, load_model, model_tta
     from fercli.device import pick_device
     from fercli.imagefaces import is_image_source
     from fercli.inference import predict_probs
@@ -106,7 +105,8 @@ def predict_stream(
     tta = model_tta(meta, tta)
     # Every input's first block is read before the header is written: a bad input leaves no output.
     streams = [_primed(_faces(path, batch, skip_bad)) for path in inputs]
-    header = "id,emotion" + ("".join(f",p_{c}" for c in CLASSES) if probs else "")
+    classes = classes_of(meta)  # the checkpoint's own: FER2013's 7 or FER+'s 8
+    header = "id,emotion" + ("".join(f",p_{c}" for c in classes) if probs else "")
     out.write(header + "\n")
     count = 0
     for path, stream in zip(inputs, streams):
@@ -114,7 +114,7 @@ def predict_stream(
             if len(inputs) > 1 and not is_image_source(path):
                 ids = [f"{path}:{i}" for i in ids]  # row ids restart in each file: name the file
             p = predict_probs(model, torch.from_numpy(np.array(faces)), mean, std, dev, batch, tta)
-            out.write(_fmt_rows(ids, p.numpy(), names, probs))
+            out.write(_fmt_rows(ids, p.numpy(), classes if names else None, probs))
             out.flush()
             count += len(ids)
     return count

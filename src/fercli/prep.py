@@ -1,4 +1,4 @@
-"""`fer prep`: read any mix of FER2013 sources into one prepared data file."""
+"""`fer prep`: read any mix of FER2013 sources, and FER+ crowd votes, into one prepared data file."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from fercli import console
-from fercli.classes import CLASSES, ORIGINS, SPLITS, UNLABELED
+from fercli import console, crowd
+from fercli.classes import CLASSES, ORIGINS, SPLITS, UNLABELED, USAGE_CODE
 from fercli.csvfaces import BadRows, read_csv
 from fercli.errors import USAGE, FerError
 from fercli.imagefaces import ImageFaces, is_image_source
 from fercli.prepared import write_prepared
 from fercli.synthetic import synthetic_faces
+from fercli.votefiles import VoteFile, is_votes_csv, pair_rows, read_label_csv, read_votes_csv
 
 TRAIN, VAL, TEST = 0, 1, 2
 PROTOCOLS = ("auto", "standard", "holdout")
@@ -29,6 +30,9 @@ class Source:
     splits: np.ndarray  # origin codes (classes.ORIGINS) until resolve_splits maps them onto splits
     rows: np.ndarray
     info: dict[str, Any]
+    votes: np.ndarray | None = None  # uint8 [n,10] FER+ votes (zero rows: none)
+    data_rows: np.ndarray | None = None  # a CSV's data row numbers (from 0), what a votes file pairs with
+    has_usage: bool = False
 
 
 def _default_split(path: str, labeled: bool) -> int:
@@ -56,28 +60,98 @@ def read_source(path: str, skip_bad: bool) -> tuple[Source, BadRows]:
         except ValueError:
             pass  # non-numeric ids: keep row numbers
     info = {"path": reader.name, "kind": "csv", "columns": reader.header, "rows": len(rows)}
-    return Source([c.images for c in chunks], labels, splits, rows, info), reader.bad
+    data_rows = np.concatenate([c.rows for c in chunks])
+    src = Source([c.images for c in chunks], labels, splits, rows, info, data_rows=data_rows,
+                 has_usage=reader.has_usage)  # fmt: skip
+    return src, reader.bad
+
+
+def _join_votes(parts: list[Source], vf: VoteFile) -> None:
+    """Give every CSV source its votes, row by row (votefiles.pair_rows); a CSV without a Usage column takes
+    its faces' origins from the votes file."""
+    csvs = [p for p in parts if p.info["kind"] == "csv"]
+    if not csvs:
+        raise FerError(f"{vf.path}: FER+ votes pair with the FER2013 CSV they describe: give it too "
+                       "(fer prep fer2013.csv fer2013new.csv)", USAGE)  # fmt: skip
+    for p in csvs:
+        assert p.data_rows is not None
+        name = str(p.info["path"])
+        if p.info.get("skipped"):
+            raise FerError(f"{name}: --skip-bad left out rows, so its rows no longer pair with {vf.path} "
+                           "row by row: mend or remove the bad rows instead", USAGE)  # fmt: skip
+        start = pair_rows(vf, name, len(p.data_rows), p.splits if p.has_usage else None)
+        at = start + p.data_rows
+        p.votes = vf.votes[at]
+        if not p.has_usage:
+            p.splits = vf.usage[at].copy()
+        p.info["votes"] = {"path": vf.path, "from_row": start}
+
+
+def _folder_of(rel: str) -> str:
+    return rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+
+
+def _folder_votes(faces: ImageFaces, skip_bad: bool, bad: BadRows) -> dict[str, np.ndarray] | None:
+    """FER+ layout: the votes of every image a label.csv lists (keyed by path), and the images of its folder
+    that it does not list dropped, as FER+'s own reader reads only listed images. None: no label.csv."""
+    if not faces.label_files:
+        return None
+    votes: dict[str, np.ndarray] = {}
+    voted_dirs = set()
+    for rel in faces.label_files:
+        data, where = faces.read_bytes(rel)
+        listed, blank, repeated = read_label_csv(data, where)
+        folder = _folder_of(rel)
+        voted_dirs.add(folder)
+        present = {e.path for e in faces.entries}
+        for name, v in listed.items():
+            if folder + name not in present:
+                if not skip_bad:
+                    raise FerError(f"{where}: lists '{name[:60]}', which is not in {folder or 'the folder'}")
+                bad.add(f"{where}: no image '{name[:60]}'")
+                continue
+            votes[folder + name] = v
+        if blank or repeated:
+            console.info(f"{where}: {blank} lines without a name (FER+: not a face) and {repeated} repeated "
+                         "names left out")  # fmt: skip
+    before = len(faces.entries)
+    faces.entries = [e for e in faces.entries if e.path in votes or _folder_of(e.path) not in voted_dirs]
+    if len(faces.entries) < before:
+        console.info(f"{faces.path}: {before - len(faces.entries)} images that no label.csv lists left out")
+    return votes
 
 
 def _read_images(path: str, skip_bad: bool) -> tuple[Source, BadRows]:
     faces = ImageFaces(path)
     bad = BadRows()
-    images, labels, splits, rows = [], [], [], []
+    folder_votes = _folder_votes(faces, skip_bad, bad)
+    images, labels, splits, rows, votes = [], [], [], [], []
+    none = np.zeros(len(crowd.VOTE_COLUMNS), dtype=np.uint8)
     for i, entry, img in faces.decoded(skip_bad, bad):
         images.append(img)
         labels.append(entry.label)
         splits.append(entry.split)
         rows.append(i)
+        if folder_votes is not None:
+            votes.append(folder_votes.get(entry.path, none))
     if not images:
         raise FerError(f"{path}: no usable images")
     labels_a = np.asarray(labels, dtype=np.int64)
     splits_a = np.asarray(splits, dtype=np.int8)
     unsplit = splits_a < 0
-    if unsplit.any():
+    # A source that is itself a split folder or zip (FER2013Train/, FER2013Valid.zip, train/): its name
+    named = USAGE_CODE.get(os.path.splitext(os.path.basename(os.path.normpath(path)))[0].lower())
+    if unsplit.any() and named is not None:
+        splits_a[unsplit] = named
+    elif unsplit.any():
         splits_a[unsplit] = _default_split(path, bool((labels_a[unsplit] >= 0).any()))
     kind = "zip" if path.lower().endswith(".zip") else ("folder" if os.path.isdir(path) else "image")
     info = {"path": path, "kind": kind, "rows": len(images), "members": [e.path for e in faces.entries]}
-    return Source([np.stack(images)], labels_a, splits_a, np.asarray(rows, dtype=np.int64), info), bad
+    src = Source([np.stack(images)], labels_a, splits_a, np.asarray(rows, dtype=np.int64), info)
+    if folder_votes is not None:
+        src.votes = np.stack(votes)
+        src.info["votes"] = {"path": "label.csv", "files": faces.label_files}
+    return src, bad
 
 
 def resolve_splits(origins: np.ndarray, protocol: str) -> tuple[np.ndarray, str]:
@@ -115,7 +189,7 @@ def split_sources(origins: np.ndarray, splits: np.ndarray, source: np.ndarray, p
             for code in np.unique(origins[mine]):
                 what = ORIGINS[code] if code >= 0 else "no split named"
                 n = int((origins[mine] == code).sum())
-                lines.append(f"{os.path.basename(str(part.info['path']))}: {what} ({n})")
+                lines.append(f"{os.path.basename(os.path.normpath(str(part.info['path'])))}: {what} ({n})")
         if s == VAL and carved.any():
             assert val_carved is not None
             lines.append(f"carved from train: {val_carved['frac']:g} of each class, seed {val_carved['seed']} "
@@ -125,11 +199,20 @@ def split_sources(origins: np.ndarray, splits: np.ndarray, source: np.ndarray, p
     return out
 
 
+def strata(labels: np.ndarray, votes: np.ndarray | None) -> np.ndarray:
+    """What carving val keeps proportional: the FER2013 label, else the FER+ majority (as 7 + its index),
+    else -1 (such faces stay in train)."""
+    if votes is None:
+        return labels
+    maj = crowd.majority(votes)
+    return np.where(labels >= 0, labels, np.where(maj >= 0, len(CLASSES) + maj, UNLABELED))
+
+
 def carve_val(labels: np.ndarray, splits: np.ndarray, frac: float, seed: int) -> np.ndarray:
-    """Move a stratified `frac` of each class of train into val; same seed, same rows."""
+    """Move a stratified `frac` of each class (`labels`: strata()) of train into val; same seed, same rows."""
     rng = np.random.default_rng(seed)
     out = splits.copy()
-    for c in range(len(CLASSES)):
+    for c in np.unique(labels[labels >= 0]):
         idx = np.flatnonzero((splits == TRAIN) & (labels == c))
         k = int(round(frac * len(idx)))
         out[rng.permutation(idx)[:k]] = VAL
@@ -153,7 +236,12 @@ def prepare(
     if sum(s == "-" for s in sources) > 1:
         raise FerError("stdin (-) can be read only once", USAGE)
     parts: list[Source] = []
+    vote_files = [p for p in sources if is_votes_csv(p)]
+    if len(vote_files) > 1:
+        raise FerError(f"give one FER+ votes file, not {len(vote_files)} ({', '.join(vote_files)})", USAGE)
     for path in sources:
+        if path in vote_files:
+            continue
         src, bad = read_source(path, skip_bad)
         if bad.count:
             console.warn(f"{path}: skipped {bad.count} bad rows; first: " + "; ".join(bad.first))
@@ -165,6 +253,8 @@ def prepare(
         splits = np.where(np.arange(synthetic) % 10 == 9, TEST, TRAIN).astype(np.int8)
         info = {"path": "synthetic", "kind": "synthetic", "rows": synthetic, "seed": seed}
         parts.append(Source([images], labels, splits, np.arange(synthetic, dtype=np.int64), info))
+    if vote_files:
+        _join_votes(parts, read_votes_csv(vote_files[0]))
 
     def joined(field: str) -> np.ndarray:
         return np.concatenate([getattr(p, field) for p in parts])
@@ -172,16 +262,23 @@ def prepare(
     images = [piece for p in parts for piece in p.images]
     labels, origins, rows = joined("labels"), joined("splits"), joined("rows")
     source = np.concatenate([np.full(len(p.labels), i, dtype=np.int16) for i, p in enumerate(parts)])
+    votes = None
+    if any(p.votes is not None for p in parts):
+        width = len(crowd.VOTE_COLUMNS)
+        votes = np.concatenate([np.zeros((len(p.labels), width), np.uint8) if p.votes is None else p.votes
+                                for p in parts])  # fmt: skip
     splits, protocol = resolve_splits(origins, protocol)
 
     val_carved = None
     has_val = bool((splits == VAL).any())
-    if not has_val and val_frac > 0 and ((splits == TRAIN) & (labels != UNLABELED)).any():
-        splits = carve_val(labels, splits, val_frac, seed)
+    key = strata(labels, votes)
+    if not has_val and val_frac > 0 and ((splits == TRAIN) & (key != UNLABELED)).any():
+        splits = carve_val(key, splits, val_frac, seed)
         val_carved = {"from": "train", "frac": val_frac, "seed": seed, "stratified": True}
         console.info(f"no validation split in the sources: carved {val_frac:g} of train (seed {seed})")
     origin = {"protocol": protocol, "splits": split_sources(origins, splits, source, parts, val_carved)}
-    return write_prepared(out, images, labels, splits, rows, source, [p.info for p in parts], val_carved, origin)
+    return write_prepared(out, images, labels, splits, rows, source, [p.info for p in parts], val_carved, origin,
+                          votes)  # fmt: skip
 
 
 def counts_table(meta: dict[str, Any]):
@@ -200,4 +297,23 @@ def counts_table(meta: dict[str, Any]):
         if row:
             came = "\n".join(origin.get("splits", {}).get(split, []))
             table.add_row(split, *(str(row[c]) for c in (*CLASSES, "unlabeled", "total")), came)
+    return table
+
+
+def votes_table(meta: dict[str, Any]):
+    """Rich table of faces per split and FER+ majority class, when the prepared file has votes; else None."""
+    from rich.table import Table
+
+    info = meta.get("votes")
+    if not info:
+        return None
+    table = Table(title=f"FER+ crowd majority ({info['faces']} faces with votes; 'none': no clear majority)")
+    table.add_column("split")
+    for c in (*crowd.FERPLUS_CLASSES, "none", "total"):
+        table.add_column(c, justify="right")
+    for split in SPLITS:
+        row = info["counts"].get(split)
+        if row:
+            cells = [str(row[c]) for c in crowd.FERPLUS_CLASSES]
+            table.add_row(split, *cells, str(row["unlabeled"]), str(row["total"]))
     return table

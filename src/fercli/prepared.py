@@ -1,9 +1,11 @@
 """The prepared data file: every face of a data set in one safetensors file, opened as a memory map.
 
-Tensors: images uint8 [N,48,48], labels int64 [N] (-1 unlabeled), splits int8 [N] (0 train, 1 val,
-2 test), rows int64 [N] (row number, or id, in its source), source int16 [N] (index into the sources
-list). Metadata key "fercli-data": JSON with classes, splits, per-split counts, the sources, how val
-was carved, the fercli version and a content hash.
+Tensors: images uint8 [N,48,48], labels int64 [N] (FER2013 code, -1 unlabeled), splits int8 [N] (0 train,
+1 val, 2 test), rows int64 [N] (row number, or id, in its source), source int16 [N] (index into the sources
+list), and when any source had FER+ crowd votes, votes uint8 [N,10] (crowd.VOTE_COLUMNS; all zero for a
+face without votes). Metadata key "fercli-data": JSON with classes, splits, per-split counts (FER2013
+labels, and FER+ majorities when there are votes), the sources, how val was carved, the fercli version and
+a content hash.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ DEFAULT_DATA = "fer-data.safetensors"
 META_KEY = "fercli-data"
 FORMAT_VERSION = 1
 TENSORS = {"images": "U8", "labels": "I64", "splits": "I8", "rows": "I64", "source": "I16"}
+VOTES = "votes"  # optional tensor: uint8 [N,10]
 
 
-def content_hash(images: list[np.ndarray], labels: np.ndarray, splits: np.ndarray) -> str:
+def content_hash(images: list[np.ndarray], labels: np.ndarray, splits: np.ndarray,
+                 votes: np.ndarray | None = None) -> str:  # fmt: skip
     h = hashlib.sha256()
-    for a in (*images, labels, splits):
+    for a in (*images, labels, splits, *([] if votes is None else [votes])):
         h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()[:16]
 
@@ -93,14 +97,15 @@ def _save_streaming(path: Path, tensors: dict[str, list[np.ndarray]], metadata: 
                 f.write(np.ascontiguousarray(part).data)
 
 
-def split_counts(labels: np.ndarray, splits: np.ndarray) -> dict[str, dict[str, int]]:
+def split_counts(labels: np.ndarray, splits: np.ndarray,
+                 classes: tuple[str, ...] = CLASSES) -> dict[str, dict[str, int]]:  # fmt: skip
     counts = {}
     for s, name in enumerate(SPLITS):
         lab = labels[splits == s]
         if not len(lab):
             continue
-        per = np.bincount(lab[lab >= 0], minlength=len(CLASSES))
-        counts[name] = {c: int(n) for c, n in zip(CLASSES, per)}
+        per = np.bincount(lab[lab >= 0], minlength=len(classes))
+        counts[name] = {c: int(n) for c, n in zip(classes, per)}
         counts[name]["unlabeled"] = int((lab < 0).sum())
         counts[name]["total"] = int(len(lab))
     return counts
@@ -116,8 +121,11 @@ def write_prepared(
     sources: list[dict[str, Any]],
     val_carved: dict[str, Any] | None,
     origin: dict[str, Any] | None = None,
+    votes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write atomically and return the metadata written. `images` may come in pieces (uint8 [n_i,48,48])."""
+    from fercli import crowd
+
     meta = {
         "format": "fercli-data",
         "format_version": FORMAT_VERSION,
@@ -129,8 +137,11 @@ def write_prepared(
         "val_carved": val_carved,
         "origin": origin,  # the split protocol, and for each split the sources its faces came from
         "fercli_version": __version__,
-        "content_hash": content_hash(images, labels, splits),
+        "content_hash": content_hash(images, labels, splits, votes),
     }
+    if votes is not None:
+        meta["votes"] = {"columns": list(crowd.VOTE_COLUMNS), "faces": int((votes.sum(1) > 0).sum()),
+                         "counts": split_counts(crowd.majority(votes), splits, crowd.FERPLUS_CLASSES)}  # fmt: skip
     tensors = {
         "images": [p.astype(np.uint8, copy=False) for p in images],
         "labels": [labels.astype(np.int64, copy=False)],
@@ -138,6 +149,8 @@ def write_prepared(
         "rows": [rows.astype(np.int64, copy=False)],
         "source": [source.astype(np.int16, copy=False)],
     }
+    if votes is not None:
+        tensors[VOTES] = [votes.astype(np.uint8, copy=False)]
     with atomic_path(path) as tmp:
         _save_streaming(tmp, tensors, {META_KEY: json.dumps(meta)})
     return meta
@@ -152,6 +165,7 @@ class PreparedData:
     splits: np.ndarray  # int8 [N]
     rows: np.ndarray  # int64 [N]
     source: np.ndarray  # int16 [N]
+    votes: np.ndarray | None = None  # uint8 [N,10] FER+ votes, when the data has them
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> PreparedData:
@@ -168,6 +182,10 @@ class PreparedData:
         if not shapes_ok or header["images"]["shape"][0] != n:
             raise FerError(f"{path}: prepared data file has inconsistent tensor shapes")
         arrays = {k: memmap_tensor(path, header, offset, k) for k in TENSORS}
+        if VOTES in header:
+            if header[VOTES].get("dtype") != "U8" or header[VOTES].get("shape") != [n, 10]:
+                raise FerError(f"{path}: prepared data file has a malformed 'votes' tensor")
+            arrays[VOTES] = memmap_tensor(path, header, offset, VOTES)
         labels, splits = np.asarray(arrays["labels"]), np.asarray(arrays["splits"])
         if len(labels) and (labels.min() < -1 or labels.max() >= len(CLASSES)):
             raise FerError(f"{path}: prepared data file has labels outside -1..6")

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from fercli.classes import LABEL_MODES
 from fercli.errors import USAGE, FerError
 
 
@@ -38,6 +39,9 @@ class Recipe:
     erase_max: float = 0.20  # erased area, upper bound
     tta: bool = True  # validation averages the prediction over a horizontal flip
     seed: int = 0  # model init, shuffling, augmentation and dropout all follow it
+    # Training targets (crowd.py): fer2013 (the original labels), majority or probability (FER+ votes), or
+    # auto (FER+ probability when the train split has votes, else fer2013); a run records what auto resolved to.
+    labels: str = "auto"
 
     @property
     def augments(self) -> bool:
@@ -155,6 +159,7 @@ def recipe_problem(r: Recipe) -> str | None:
         (0 <= r.flip <= 1 and 0 <= r.erase <= 1, "flip and erase are probabilities in [0, 1]"),
         (0 < r.erase_min <= r.erase_max <= 1, "erase_min and erase_max must satisfy 0 < min <= max <= 1"),
         (0 <= r.seed < 2**63, "--seed must be in [0, 2**63)"),
+        (r.labels in LABEL_MODES, f"--labels must be one of {', '.join(LABEL_MODES)}"),
     ]
     return next((message for ok, message in checks if not ok), None)
 

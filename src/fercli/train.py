@@ -17,7 +17,7 @@ import json
 import signal
 import time
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ from fercli.checkpoint import (
     optimizer_to_flat,
     save_checkpoint,
 )
-from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.classes import IMAGE_SIZE
+from fercli.crowd import training_targets
 from fercli.device import pick_device, training_dtype
 from fercli.errors import INTERRUPTED, USAGE, FerError
 from fercli.inference import normalize, predict_probs
@@ -188,11 +189,16 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     if state is not None and data.content_hash != meta["data"]["hash"]:
         raise FerError(f"{run.data}: data changed since the run started (hash {data.content_hash}, "
                        f"run used {meta['data']['hash']})")  # fmt: skip
-    tr, va = data.indices("train", labeled_only=True), data.indices("val", labeled_only=True)
+    # Targets: FER2013 labels, or the FER+ crowd's majority or vote distribution (crowd.py); faces
+    # without a target (no clear majority, not a face) are left out. `auto` is resolved once, here.
+    targets = training_targets(data, recipe.labels)
+    recipe = replace(recipe, labels=targets.mode)
+    tr, va = targets.train, targets.val
+    what = "labeled faces" if targets.mode == "fer2013" else f"faces with a FER+ {targets.mode} target"
     if len(tr) == 0:
-        raise FerError(f"{run.data}: no labeled faces in the train split")
+        raise FerError(f"{run.data}: no {what} in the train split")
     if len(va) == 0:
-        raise FerError(f"{run.data}: no labeled faces in the val split (prep with --val-frac > 0)")
+        raise FerError(f"{run.data}: no {what} in the val split (prep with --val-frac > 0)")
     train_u8 = data.images[tr]  # one gather from the memory map: uint8 [N,48,48]
     if state is not None:
         mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
@@ -200,8 +206,9 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
         mean, std = pixel_mean_std(train_u8)
     seen = face_thumbnails(train_u8)  # saved with the weights: eval can spot a leaky split
     x_train = torch.from_numpy(train_u8).to(device)
-    y_train = torch.from_numpy(data.labels[tr]).to(device)  # int64 [N]
-    x_val_np, y_val = data.images[va], torch.from_numpy(data.labels[va])
+    # int64 [N] class labels, or float32 [N,classes] vote shares (--labels probability)
+    y_train = torch.from_numpy(np.ascontiguousarray(targets.train_y)).to(device)
+    x_val_np, y_val = data.images[va], torch.from_numpy(targets.val_y)  # val: always class labels
     n = len(tr)
     batch = min(recipe.batch, n)
     if batch % group.world:
@@ -220,11 +227,12 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     # ---- 3. network, optimizer, EMA, generator --------------------------------------------------------
     torch.manual_seed(recipe.seed)
     arch_args = {} if recipe.width is None else {"width": recipe.width}
-    model = models.create(recipe.arch, **arch_args).to(device)
+    n_classes = len(targets.classes)
+    model = models.create(recipe.arch, n_classes, **arch_args).to(device)
     # channels_last on every device: 1.46x on this project's CPU (vgg4s: 815 vs 559 images/s), and what
     # cuDNN's tensor-core kernels want.
     model = model.to(memory_format=torch.channels_last)
-    amp_dtype = training_dtype(device, run.precision, lambda: models.create(recipe.arch, **arch_args),
+    amp_dtype = training_dtype(device, run.precision, lambda: models.create(recipe.arch, n_classes, **arch_args),
                                f"{recipe.arch}:{recipe.width}", local)  # fmt: skip
     torch.manual_seed(recipe.seed)  # the probe above may have drawn from the global generator
     opt = make_optimizer(model, recipe)
@@ -253,14 +261,15 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     net = recipe.arch if recipe.width is None else f"{recipe.arch} (width {recipe.width})"
     length = f"{recipe.epochs} epochs" if not recipe.time else f"a {format_duration(recipe.time)} budget"
     precision = "bf16 autocast" if amp_dtype is not None else "fp32"
-    console.info(f"{net}, {n} train / {len(va)} val faces, batch {batch}, {length}, "
+    aim = "" if targets.mode == "fer2013" else f" (FER+ {targets.mode} targets, {n_classes} classes)"
+    console.info(f"{net}, {n} train / {len(va)} val faces{aim}, batch {batch}, {length}, "
                  f"{recipe.optimizer} lr {recipe.lr}, {precision}")  # fmt: skip
     if group.active:
         console.info(f"torchrun: {group.world} processes, {local} faces each per step")
 
     def checkpoint_meta(row: dict[str, Any] | None) -> dict[str, Any]:
         return {
-            "arch": recipe.arch, "arch_args": arch_args, "classes": list(CLASSES), "image_size": IMAGE_SIZE,
+            "arch": recipe.arch, "arch_args": arch_args, "classes": list(targets.classes), "image_size": IMAGE_SIZE,
             "normalize": {"mean": mean, "std": std}, "recipe": recipe.to_dict(),
             "data": {"path": str(run.data), "hash": data.content_hash}, "metrics": row,
             "best": {"valid_acc": best_acc, "epoch": best_epoch},
@@ -369,7 +378,8 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                 for param_group in opt.param_groups:
                     param_group["lr"] = lr
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    logits = step_fn(x)  # [B,7]
+                    logits = step_fn(x)  # [B,classes]
+                    # y: class indices [B], or vote shares [B,classes] (cross-entropy against a distribution)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -380,7 +390,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                         torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
                 global_step += 1
                 loss_acc += loss.detach() * len(y)
-                correct_acc += (logits.argmax(1) == y).sum()
+                correct_acc += (logits.argmax(1) == (y.argmax(1) if targets.soft else y)).sum()
                 seen_since_sync += len(y)
                 if pace.observe(global_step):
                     plan()
