@@ -24,7 +24,7 @@ from fercli.checkpoint import save_checkpoint
 from fercli.classes import CLASSES
 from fercli.csvfaces import read_csv
 from fercli.device import pick_device
-from fercli.inference import autocast_for, normalize
+from fercli.inference import normalize
 from fercli.predict import predict_stream
 
 from _common import fer2013_csvs
@@ -55,13 +55,12 @@ def make_checkpoint(arch: str, path: Path) -> None:
 @torch.no_grad()
 def bare_loop(arch: str, images: np.ndarray, batch: int, dev: torch.device) -> float:
     torch.manual_seed(0)
-    net = models.create(arch).to(dev).eval()
+    net = models.create(arch).to(dev, memory_format=torch.channels_last).eval()
     x_all = torch.from_numpy(images)
     t0 = time.perf_counter()
     for i in range(0, len(x_all), batch):
-        x = normalize(x_all[i : i + batch].to(dev), 0.5, 0.25)
-        with autocast_for(dev):
-            net(x).float().softmax(1).cpu()  # sync, as predict's copy back
+        x = normalize(x_all[i : i + batch].to(dev), 0.5, 0.25).contiguous(memory_format=torch.channels_last)
+        net(x).float().softmax(1).cpu()  # sync, as predict's copy back
     return len(x_all) / (time.perf_counter() - t0)
 
 

@@ -71,8 +71,8 @@ def ascend(
     lr: float = 0.1, jitter: int = 2, tv: float = 0.05, blur_every: int = 4, class_vis: bool = False,
     seed: int = 0, device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Images [F,48,48] in [0,1] (float32), one per filter (or class), each maximising its own unit;
-    with steps=0 the starting noise."""
+    """Images [F,48,48] in [0,1] (float32), one per filter (or class), each the iterate that excited its
+    own unit most (the starting noise counts: with steps=0 it is returned)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
     for p in model.parameters():
@@ -88,16 +88,23 @@ def ascend(
     if not class_vis:
         _, conv = pick_layer(model, layer or "-1")
         hook = conv.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+    rows = torch.arange(n, device=dev)
+
+    def unit(out: torch.Tensor) -> torch.Tensor:  # [F]: each image's own filter's mean activation, or class score
+        return out.gather(1, idx[:, None]).squeeze(1) if class_vis else store["a"][rows, idx].mean((1, 2))
+
+    def plain_score(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return unit(model(images))
+
     try:
+        # The image returned is, per unit, the iterate that excites it most as it is (no jitter, no
+        # penalty): the regularisers steer the search, and can pull the last iterate below an earlier one.
+        best, best_score = x.clone(), plain_score(x)
         for step in range(steps):
             dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g, device=dev))
             xj = torch.roll(x, (dy, dx), (2, 3)).detach().requires_grad_(True)
-            logits = model(xj)
-            if class_vis:
-                objective = logits.gather(1, idx[:, None]).squeeze(1)  # [F]
-            else:
-                act = store["a"]  # [F,C,h,w]
-                objective = act[torch.arange(n, device=dev), idx].mean((1, 2))  # [F]
+            objective = unit(model(xj))  # [F]
             tv_pen = (xj[..., 1:, :] - xj[..., :-1, :]).abs().mean((1, 2, 3)) + (
                 xj[..., :, 1:] - xj[..., :, :-1]
             ).abs().mean((1, 2, 3))
@@ -109,8 +116,12 @@ def ascend(
                 x = (x + step_size * grad).clamp(lo, hi)
                 if blur_every and step % blur_every == 0 and step < steps - 1:
                     x = _blur(x)
+            score = plain_score(x)
+            better = score > best_score
+            best[better], best_score = x[better], torch.maximum(best_score, score)
             if on_step is not None:
                 on_step(1)
+        x = best
     finally:
         if hook is not None:
             hook.remove()

@@ -157,8 +157,9 @@ def train(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
     precision: str = typer.Option(
         "auto",
-        help="Training precision: auto (bf16 on CUDA; on a CPU the faster, by a cached probe), fp32, bf16.",
-        autocompletion=_complete(("auto", "fp32", "bf16")),
+        help="Training precision: auto (CUDA: bf16, or fp16 with a gradient scaler before compute capability 8; "
+        "a CPU: the faster, by a cached probe), fp32, bf16, fp16.",
+        autocompletion=_complete(("auto", "fp32", "bf16", "fp16")),
     ),
     save_every: int | None = typer.Option(
         None, help="Also save last.safetensors every N steps (default: each epoch's end; a resumed run keeps its own)."

@@ -1,5 +1,11 @@
-"""Which torch device a command runs on (CUDA, then Apple's MPS, then the CPU), and at which precision
-training runs there.
+"""The device policy, in one place: which torch device a command runs on (CUDA, then Apple's MPS, then
+the CPU), at which precision training runs there, and how inference runs on every device.
+
+Training: bf16 autocast on CUDA GPUs of compute capability 8 or more (tensor cores do bf16), fp16 with a
+gradient scaler below that (T4, V100: bf16 is emulated there), fp32 on MPS; cuDNN autotuning and TF32
+matmuls on CUDA; channels_last everywhere. Inference (eval, predict, the explanations): fp32 on every
+device, with channels_last models and inputs, so a prediction and its `--probs` do not depend on the
+device beyond float rounding (no autocast, no TF32).
 
 Training precision on the CPU is chosen by measurement, never by assumption: bf16 autocast (oneDNN)
 is much faster on some CPUs and much slower on others, and the answer differs per network. Measured on
@@ -26,7 +32,7 @@ from torch import nn
 from fercli import console
 from fercli.errors import USAGE, FerError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # bf16 must beat fp32 by this factor to be chosen: its rounding costs a little accuracy per step.
 BF16_MIN_SPEEDUP = 1.15
 
@@ -160,15 +166,40 @@ def _bf16_native() -> bool:
     return "avx512_bf16" in info[1] or "amx_bf16" in info[1]
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Tensor-core bf16: compute capability 8.0 (Ampere) or later."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def training_dtype(device: torch.device, choice: str, build: Callable[[], nn.Module], net_key: str,
                    batch: int) -> torch.dtype | None:  # fmt: skip
-    """The autocast dtype for training (None: plain fp32). `choice` is --precision: auto, fp32 or bf16."""
+    """The autocast dtype for training (None: plain fp32). `choice` is --precision: auto, fp32, bf16 or
+    fp16 (fp16 trains with a gradient scaler: needs_scaler)."""
     if choice not in PRECISIONS:
         raise FerError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{choice}'", USAGE)
-    if choice == "fp32" or device.type == "mps":
+    if choice == "fp32" or (device.type == "mps" and choice == "auto"):
         return None
-    if choice == "bf16":
-        return torch.bfloat16
+    if choice in ("bf16", "fp16"):
+        return torch.bfloat16 if choice == "bf16" else torch.float16
     if device.type == "cuda":
-        return torch.bfloat16
+        return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
     return cpu_training_dtype(build, net_key, batch)
+
+
+def needs_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16's narrow exponent underflows small gradients: the loss is scaled (torch.amp.GradScaler)."""
+    return dtype == torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+
+
+def tune_for_training(device: torch.device) -> None:
+    """CUDA only: let cuDNN time its convolution algorithms once per shape (every step has the same
+    shapes) and run fp32 matmuls and convolutions on TF32 tensor cores. Training only: inference stays
+    in plain fp32 so predictions do not depend on the GPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

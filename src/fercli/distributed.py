@@ -55,7 +55,10 @@ def join(group: Group, device: torch.device) -> torch.device:
     import torch.distributed as dist
 
     if device.type == "cuda":
-        device = torch.device("cuda", group.local_rank if device.index is None else device.index)
+        if device.index is not None:  # every rank would take the same GPU, and nccl fails on that
+            raise FerError(f"--device {device} under torchrun: each process takes cuda:LOCAL_RANK; give "
+                           "--device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES", USAGE)  # fmt: skip
+        device = torch.device("cuda", group.local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":

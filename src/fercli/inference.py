@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -16,33 +15,30 @@ def normalize(x_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (x / 255.0 - mean) / std
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores); full fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def predict_probs(
     model: nn.Module, images: np.ndarray | torch.Tensor, mean: float, std: float, device: torch.device,
     batch: int = 512, tta: bool = False, on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Class probabilities [N,7] (float32, on the CPU) for uint8 faces [N,48,48]; `tta` averages
-    over a horizontal flip. One CPU-GPU sync per batch (the copy back)."""
+    """Class probabilities [N,classes] (float32, on the CPU) for uint8 faces [N,48,48]; `tta` averages
+    over a horizontal flip. fp32 on every device (device.py: predictions must not depend on it), inputs
+    in channels_last like the models load_model gives. One CPU-GPU sync per batch (the copy back)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
         # np.array copies a memory-mapped slice into writable memory, as torch expects
         xb = images[i : i + batch] if torch.is_tensor(images) else torch.from_numpy(np.array(images[i : i + batch]))
-        x = normalize(xb.to(device, non_blocking=True), mean, std)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
-            p = model(x).float().softmax(1)
-            if tta:
-                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        x = normalize(xb.to(device, non_blocking=True), mean, std).contiguous(memory_format=torch.channels_last)
+        p = model(x).float().softmax(1)
+        if tta:
+            p = (p + model(x.flip(3).contiguous(memory_format=torch.channels_last)).float().softmax(1)) / 2
         out.append(p.cpu())
         if on_batch is not None:
             on_batch(len(xb))
-    return torch.cat(out) if out else torch.zeros(0, 7)
+    return torch.cat(out) if out else torch.zeros(0, model_classes(model))
+
+
+def model_classes(model: nn.Module) -> int:
+    """How many classes a network predicts: the size of its last Linear layer's output."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else 0

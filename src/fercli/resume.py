@@ -45,18 +45,16 @@ def open_resume(ref: str, project: str) -> tuple[Path, dict[str, Any], Recipe, d
     return ckpt, meta, recipe, state
 
 
-def rng_state(g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"rng.gen": g.get_state(), "rng.cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(g: torch.Generator, device: torch.device, t: dict[str, torch.Tensor]) -> None:
-    g.set_state(t["rng.gen"])
-    torch.set_rng_state(t["rng.cpu"])
-    if device.type == "cuda" and "rng.cuda" in t:
-        torch.cuda.set_rng_state(t["rng.cuda"], device)
+def like_parameters(opt: torch.optim.Optimizer) -> None:
+    """Give every per-parameter optimizer buffer (momentum, Adam moments) its parameter's memory layout:
+    checkpoints store tensors contiguous, and a channels_last parameter with a contiguous buffer sends
+    every later optimizer step down a slower path."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def restore(
@@ -65,12 +63,15 @@ def restore(
     model: nn.Module,
     ema: nn.Module | None,
     opt: torch.optim.Optimizer,
-    g: torch.Generator,
+    scaler: torch.amp.GradScaler,
     device: torch.device,
     n: int,
 ) -> torch.Tensor | None:
-    """Weights, optimizer, RNG states and the epoch's permutation from a last.safetensors; anything that
-    does not fit this run is one FerError. Returns the permutation (None at an epoch boundary)."""
+    """Weights, optimizer (its buffers laid out like their parameters), the fp16 loss scale and the epoch's
+    permutation from a last.safetensors; anything that does not fit this run is one FerError. Returns the
+    permutation (None at an epoch boundary). Random streams are not restored: train.py derives them from
+    (seed, epoch, step). Generator states that older checkpoints hold are ignored: they only fit the
+    device type they came from."""
     weights = load_tensors(ckpt)
     extra = load_tensors(ckpt, RESUME)
     try:
@@ -78,7 +79,9 @@ def restore(
         if ema is not None:
             ema.load_state_dict(weights)
         optimizer_from_flat(opt, extra, state["optimizer"])
-        set_rng_state(g, device, extra)
+        like_parameters(opt)
+        if scaler.is_enabled() and isinstance(state.get("scaler"), dict):
+            scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
         raise FerError(f"{ckpt}: resume state does not fit this run ({str(e).strip().splitlines()[0][:120]})") from e
     perm = extra.get("perm")

@@ -36,7 +36,7 @@ from fercli.checkpoint import (
 )
 from fercli.classes import IMAGE_SIZE
 from fercli.crowd import training_targets
-from fercli.device import pick_device, training_dtype
+from fercli.device import needs_scaler, pick_device, precision_name, training_dtype, tune_for_training
 from fercli.errors import INTERRUPTED, USAGE, FerError
 from fercli.inference import normalize, predict_probs
 from fercli.pace import EPOCH_OVERHEAD_S, Pace, format_duration, steps_in_budget
@@ -44,7 +44,7 @@ from fercli.plots import training_curves
 from fercli.prepared import PreparedData, face_thumbnails
 from fercli.progress import TrainProgress
 from fercli.recipe import Recipe, lr_at
-from fercli.resume import open_resume, restore, rng_state
+from fercli.resume import open_resume, restore
 from fercli.runs import new_run_dir
 
 METRIC_COLUMNS = ["epoch", "loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds", "images_per_s"]
@@ -109,6 +109,15 @@ def make_optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=r.lr)
 
 
+def derived_seed(seed: int, epoch: int, step: int = -1) -> int:
+    """A 63-bit seed for (run seed, epoch, step), well mixed (splitmix64), so nearby steps get unrelated
+    random streams; step -1 seeds the epoch's permutation."""
+    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + (step + 1) * 0x94D049BB133111EB) % 2**64
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        z = ((z ^ (z >> shift)) * mult) % 2**64
+    return (z ^ (z >> 31)) >> 1
+
+
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
     """Mean and std of uint8 pixels scaled to [0,1], from a 256-bin histogram (no float copy of the set)."""
     hist = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
@@ -132,7 +141,7 @@ def _write_args(run_dir: Path, recipe: Recipe, run: RunSettings, device: torch.d
                 amp_dtype: torch.dtype | None, total_steps: int | None) -> None:  # fmt: skip
     """args.json: how the run was asked for, and (once fixed) its step count."""
     args = {"recipe": recipe.to_dict(), "data": run.data, "device": str(device), "patience": run.patience,
-            "processes": world, "precision": "bf16" if amp_dtype is not None else "fp32",
+            "processes": world, "precision": precision_name(amp_dtype),
             "total_steps": total_steps}  # fmt: skip
     with atomic_path(run_dir / "args.json") as tmp:
         tmp.write_text(json.dumps(args, indent=2) + "\n")
@@ -235,9 +244,14 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     amp_dtype = training_dtype(device, run.precision, lambda: models.create(recipe.arch, n_classes, **arch_args),
                                f"{recipe.arch}:{recipe.width}", local)  # fmt: skip
     torch.manual_seed(recipe.seed)  # the probe above may have drawn from the global generator
+    tune_for_training(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler(amp_dtype))  # fp16 only
     opt = make_optimizer(model, recipe)
     ema = deepcopy(model).eval() if recipe.ema else None
-    g = torch.Generator(device=device).manual_seed(recipe.seed)
+    # Every random draw of a step (augmentation, dropout) is seeded from (seed, epoch, step), and each
+    # epoch's permutation from (seed, epoch): no generator state is saved, so a run resumes exactly on
+    # the same device type and correctly on another (a CPU run continued on a GPU).
+    g = torch.Generator(device=device)
     ddp = distributed.wrap(model, group)  # averages gradients across ranks in backward
     step_fn = torch.compile(ddp) if run.compile else ddp
 
@@ -247,7 +261,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     history: list[dict[str, Any]] = []
     perm: torch.Tensor | None = None
     if state is not None:
-        perm = restore(ckpt, state, model, ema, opt, g, device, n)
+        perm = restore(ckpt, state, model, ema, opt, scaler, device, n)
         epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
         sums, history, elapsed = state["sums"], state["history"], state["elapsed"]
         best_acc, best_epoch, bad_epochs = state["best_acc"], state["best_epoch"], state["bad_epochs"]
@@ -260,7 +274,9 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
         console.info(f"run folder: {run_dir}")
     net = recipe.arch if recipe.width is None else f"{recipe.arch} (width {recipe.width})"
     length = f"{recipe.epochs} epochs" if not recipe.time else f"a {format_duration(recipe.time)} budget"
-    precision = "bf16 autocast" if amp_dtype is not None else "fp32"
+    precision = f"{precision_name(amp_dtype)} autocast" if amp_dtype is not None else "fp32"
+    if scaler.is_enabled():
+        precision += " with a gradient scaler"
     aim = "" if targets.mode == "fer2013" else f" (FER+ {targets.mode} targets, {n_classes} classes)"
     console.info(f"{net}, {n} train / {len(va)} val faces{aim}, batch {batch}, {length}, "
                  f"{recipe.optimizer} lr {recipe.lr}, {precision}")  # fmt: skip
@@ -277,7 +293,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
 
     def save_last(row: dict[str, Any] | None, at_epoch: int, at_step: int, cur_perm: torch.Tensor | None) -> None:
         opt_tensors, opt_rest = optimizer_to_flat(opt)
-        extra = {**opt_tensors, **rng_state(g, device)}
+        extra = dict(opt_tensors)
         if cur_perm is not None:
             extra["perm"] = cur_perm
         if ema is not None:
@@ -287,7 +303,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
             "epoch": at_epoch, "step": at_step, "global_step": global_step, "sums": sums, "history": history,
             "elapsed": elapsed, "best_acc": best_acc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
             "optimizer": opt_rest, "patience": run.patience, "save_every": run.save_every,
-            "total_steps": total_steps,
+            "total_steps": total_steps, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
         }  # fmt: skip
         save_checkpoint(run_dir / "last.safetensors", (ema or model).state_dict(), meta, extra, seen)
 
@@ -343,8 +359,10 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
         while total_steps is None or global_step < total_steps:
             t0 = time.perf_counter()
             if perm is None or start_step == 0:
+                g.manual_seed(derived_seed(recipe.seed, epoch))
                 perm = torch.randperm(n, generator=g, device=device)
                 sums = {"loss": 0.0, "correct": 0, "seen": 0}
+            seen_before = sums["seen"]  # images/s counts this session's images only (a resumed epoch)
             view.start_epoch(epoch, steps_per_epoch, start_step)
             step_at_epoch_start = global_step
             model.train()
@@ -370,7 +388,10 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                 idx = perm[lo : lo + local]
                 x = normalize(x_train[idx], mean, std)  # [B/world,1,48,48] float
                 y = y_train[idx]  # [B/world]
+                step_seed = derived_seed(recipe.seed, epoch, step)
+                torch.manual_seed(step_seed)  # dropout
                 if recipe.augments:
+                    g.manual_seed(step_seed)
                     x = augment(x, recipe, g, group.rank, group.world)
                 x = x.contiguous(memory_format=torch.channels_last)
                 # Until a --time run's step count is fixed, its steps run at the schedule's starting rate.
@@ -382,8 +403,9 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                     # y: class indices [B], or vote shares [B,classes] (cross-entropy against a distribution)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()  # scale and unscale are no-ops unless fp16
+                scaler.step(opt)
+                scaler.update()
                 if ema is not None:  # two fused kernels per step, not one per tensor
                     with torch.no_grad():
                         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - recipe.ema)
@@ -398,7 +420,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                 # often than every log_every steps; nothing shown, no sync.
                 if (step + 1) % run.log_every == 0 and view.due():
                     drain()  # sync
-                    ips = sums["seen"] / max(1e-9, time.perf_counter() - t0)
+                    ips = (sums["seen"] - seen_before) / max(1e-9, time.perf_counter() - t0)
                     view.step(step + 1, sums["loss"] / sums["seen"], sums["correct"] / sums["seen"], lr, ips,
                               _time_left(pace, total_steps, global_step))  # fmt: skip
                 if run.save_every and global_step % run.save_every == 0 and step + 1 < steps_per_epoch:
@@ -430,7 +452,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                 "epoch": epoch, "loss": sums["loss"] / max(1, sums["seen"]),
                 "train_acc": sums["correct"] / max(1, sums["seen"]), "valid_loss": valid_loss,
                 "valid_acc": valid_acc, "lr": lr_at(recipe, max(0, global_step - 1), total_steps or UNPLANNED_STEPS),
-                "seconds": round(seconds, 3), "images_per_s": round(sums["seen"] / seconds, 1),
+                "seconds": round(seconds, 3), "images_per_s": round((sums["seen"] - seen_before) / seconds, 1),
                 "valid_seconds": round(valid_seconds, 3),
             }  # fmt: skip
             history.append(row)

@@ -1,0 +1,136 @@
+"""The engine's device policy and resume state: derived random streams, optimizer buffer layout, the fp16
+gradient scaler, torchrun device choice and fp32 inference. (No sync when nothing is shown: test_train.)"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fercli import models
+from fercli.errors import USAGE, FerError
+from fercli.recipe import build_recipe
+from fercli.train import RunSettings, derived_seed, train
+
+from conftest import interrupted_run
+
+
+def _run(data, project, name="exp", resume=None, **recipe):
+    r = build_recipe("default", {**dict(arch="vgg4s", width=0.125, epochs=2, batch=64, lr=0.05), **recipe})
+    settings = RunSettings(data=str(data), device="cpu", project=str(project), name=name, progress=False)
+    return train(r, settings, resume=resume)
+
+
+def test_derived_seeds_are_stable_distinct_and_63_bit():
+    seeds = {derived_seed(0, e, s) for e in range(1, 4) for s in range(-1, 200)}
+    assert len(seeds) == 3 * 201 and all(0 <= x < 2**63 for x in seeds)
+    assert derived_seed(7, 3, 5) == derived_seed(7, 3, 5) != derived_seed(8, 3, 5)
+
+
+def test_resume_needs_no_generator_state_and_ignores_a_foreign_one(synthetic_data, tmp_path):
+    """A run started on one device type resumes on another: simulated on the CPU by giving the checkpoint
+    the 16-byte generator state a CUDA run used to save, which the old resume refused."""
+    full = _run(synthetic_data, tmp_path, name="full")
+    run = tmp_path / "train" / "cut"
+    with pytest.raises(FerError):
+        r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=2, batch=64, lr=0.05))
+        train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), name="cut",
+                             progress=False, stop_at_step=full["steps_per_epoch"] + 3))  # fmt: skip
+    last = run / "last.safetensors"
+    tensors = load_file(last)
+    assert not [k for k in tensors if k.startswith("resume.rng.")]  # nothing device-bound is saved
+    from safetensors import safe_open
+
+    with safe_open(str(last), "pt") as f:
+        metadata = f.metadata()
+    tensors["resume.rng.gen"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+    tensors["resume.rng.cpu"] = torch.zeros(16, dtype=torch.uint8)
+    save_file(tensors, str(last), metadata=metadata)
+    resumed = _run(synthetic_data, tmp_path, resume=str(run))
+    for a, b in zip(full["history"], resumed["history"], strict=True):
+        assert a["valid_acc"] == b["valid_acc"] and a["train_acc"] == b["train_acc"]
+    w_full, w_res = load_file(tmp_path / "train" / "full" / "last.safetensors"), load_file(last)
+    torch.testing.assert_close(w_full["head.1.weight"], w_res["head.1.weight"], rtol=0, atol=0)
+
+
+def test_resumed_optimizer_buffers_keep_the_parameters_layout(synthetic_data, tmp_path):
+    from fercli.checkpoint import load_tensors, optimizer_from_flat, read_meta
+    from fercli.resume import like_parameters
+    from fercli.train import make_optimizer
+
+    run = interrupted_run(synthetic_data, tmp_path, stop_at_step=5, arch="vgg4s", width=0.125, epochs=1, batch=32)
+    last = run / "last.safetensors"
+    meta = read_meta(last)
+    net = models.create("vgg4s", width=0.125).to(memory_format=torch.channels_last)
+    opt = make_optimizer(net, build_recipe("default", {}))
+    optimizer_from_flat(opt, load_tensors(last, "resume."), meta["resume"]["optimizer"])
+    convs = [p for p in net.parameters() if p.dim() == 4]
+    assert any(opt.state[p]["momentum_buffer"].stride() != p.stride() for p in convs)  # as loaded: contiguous
+    like_parameters(opt)
+    for p in net.parameters():
+        assert opt.state[p]["momentum_buffer"].stride() == p.stride()
+
+
+def test_images_per_second_after_a_resume_counts_only_the_new_images(synthetic_data, tmp_path):
+    run = interrupted_run(synthetic_data, tmp_path, stop_at_step=9, arch="vgg4s", width=0.125, epochs=1, batch=32)
+    out = _run(synthetic_data, tmp_path, resume=str(run))
+    row = out["history"][0]
+    done_after_resume = (out["steps_per_epoch"] - 9) * 32
+    assert row["images_per_s"] * row["seconds"] == pytest.approx(done_after_resume, rel=0.01)
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(synthetic_data, tmp_path):
+    from fercli.checkpoint import read_meta
+
+    r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=1, batch=32, lr=0.05))
+    with pytest.raises(FerError):
+        train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False,
+                             precision="fp16", stop_at_step=4))  # fmt: skip
+    state = read_meta(tmp_path / "train" / "exp" / "last.safetensors")["resume"]
+    assert state["scaler"]["scale"] > 1  # the loss scale travels with the run
+    out = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False,
+                               precision="fp16"), resume=str(tmp_path / "train" / "exp"))  # fmt: skip
+    assert math.isfinite(out["history"][0]["loss"]) and 0 <= out["best_valid_acc"] <= 1
+
+
+def test_cuda_precision_follows_compute_capability(monkeypatch):
+    from fercli.device import needs_scaler, training_dtype
+
+    dev = torch.device("cuda")
+    for capability, want in (((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        got = training_dtype(dev, "auto", lambda: None, "x", 64)
+        assert got == want and needs_scaler(got) == (want == torch.float16)
+    assert training_dtype(torch.device("mps"), "auto", lambda: None, "x", 64) is None
+    with pytest.raises(FerError, match="--precision must be one of auto, fp32, bf16, fp16"):
+        training_dtype(dev, "fp8", lambda: None, "x", 64)
+
+
+def test_torchrun_rank_takes_its_local_gpu_and_an_explicit_index_is_refused():
+    from fercli.distributed import Group, join
+
+    with pytest.raises(FerError) as e:
+        join(Group(rank=1, world=2, local_rank=1), torch.device("cuda", 0))
+    assert e.value.code == USAGE and "cuda:LOCAL_RANK" in str(e.value)
+
+
+def test_inference_is_fp32_channels_last_and_matches_a_plain_forward(trained_synthetic):
+    from fercli.checkpoint import load_model
+    from fercli.inference import normalize, predict_probs
+    from fercli.prepared import PreparedData
+
+    ckpt, data, _, _ = trained_synthetic
+    model, meta = load_model(ckpt)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    faces = PreparedData.open(data).images[:64]
+    got = predict_probs(model, faces, meta["normalize"]["mean"], meta["normalize"]["std"], torch.device("cpu"))
+    assert got.dtype == torch.float32
+    plain = models.create(meta["arch"], **meta["arch_args"]).eval()
+    plain.load_state_dict(load_file(ckpt))
+    with torch.no_grad():
+        want = plain(normalize(torch.from_numpy(faces.copy()), meta["normalize"]["mean"], meta["normalize"]["std"]))
+    torch.testing.assert_close(got, want.softmax(1), rtol=0, atol=1e-5)
+
