@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from fercli import models
 from fercli.errors import USAGE, FerError
-from fercli.recipe import build_recipe
+from fercli.recipe import NO_AUGMENT, build_recipe
 from fercli.train import RunSettings, derived_seed, train
 
 from conftest import interrupted_run
@@ -134,3 +134,123 @@ def test_inference_is_fp32_channels_last_and_matches_a_plain_forward(trained_syn
         want = plain(normalize(torch.from_numpy(faces.copy()), meta["normalize"]["mean"], meta["normalize"]["std"]))
     torch.testing.assert_close(got, want.softmax(1), rtol=0, atol=1e-5)
 
+
+
+# ---- recipe paths no other test takes ------------------------------------------------------------
+
+
+def test_ema_weights_are_saved_and_resume_exactly(synthetic_data, tmp_path):
+    full = _run(synthetic_data, tmp_path, name="full", ema=0.9, **NO_AUGMENT)
+    with pytest.raises(FerError):
+        r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=2, batch=64, lr=0.05, ema=0.9,
+                                         **NO_AUGMENT))  # fmt: skip
+        train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), name="cut",
+                             progress=False, stop_at_step=full["steps_per_epoch"] + 2))  # fmt: skip
+    _run(synthetic_data, tmp_path, resume=str(tmp_path / "train" / "cut"))
+    a, b = (load_file(tmp_path / "train" / n / "last.safetensors") for n in ("full", "cut"))
+    torch.testing.assert_close(a["head.1.weight"], b["head.1.weight"], rtol=0, atol=0)  # the EMA weights
+    torch.testing.assert_close(a["resume.raw.head.1.weight"], b["resume.raw.head.1.weight"], rtol=0, atol=0)
+    assert not torch.equal(a["head.1.weight"], a["resume.raw.head.1.weight"])  # EMA is not the raw network
+
+
+def test_study_preset_trains_with_adam_at_a_constant_rate(synthetic_data, tmp_path):
+    r = build_recipe("study", dict(arch="vgg4s", width=0.125, epochs=2, batch=128))
+    out = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False))
+    assert [row["lr"] for row in out["history"]] == [0.002, 0.002]
+    last = load_file(f"{out['run_dir']}/last.safetensors")
+    assert any(k.endswith(".exp_avg_sq") for k in last)  # Adam's second moments, not SGD momentum
+
+
+def test_cosine_schedule_decays_from_the_peak_without_warm_up():
+    from fercli.recipe import lr_at
+
+    r = build_recipe("default", {"schedule": "cosine", "lr": 0.1})
+    lrs = [lr_at(r, s, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[50] == pytest.approx(0.05, rel=0.05) and lrs[-1] < 1e-3
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_cpu_bf16_autocast_trains(synthetic_data, tmp_path):
+    import json
+
+    r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=1, batch=64, lr=0.05))
+    out = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False,
+                               precision="bf16"))  # fmt: skip
+    assert math.isfinite(out["history"][0]["loss"])
+    assert json.loads((tmp_path / "train" / "exp" / "args.json").read_text())["precision"] == "bf16"
+
+
+def test_no_weight_decay_on_batchnorm_or_biases():
+    from fercli.train import make_optimizer
+
+    net = models.create("vgg4s")
+    opt = make_optimizer(net, build_recipe("default", {"weight_decay": 5e-4}))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in net.named_parameters():
+        is_weight_matrix = p.ndim > 1  # conv and linear weights
+        assert (id(p) in decayed) == is_weight_matrix, name
+    assert any("bias" in n for n, _ in net.named_parameters())
+
+
+def test_augmentation_really_transforms():
+    from fercli.augment import augment
+
+    x = torch.randn(8, 1, 48, 48)
+    flip_only = build_recipe("default", dict(rotate=0.0, scale=0.0, translate=0.0, flip=1.0, erase=0.0))
+    torch.testing.assert_close(augment(x, flip_only, torch.Generator().manual_seed(0)), x.flip(3))
+    faces = torch.rand(64, 1, 48, 48) + 1.0  # bright faces; the padding outside is 0
+    rotate = build_recipe("default", dict(rotate=10.0, scale=0.0, translate=0.0, flip=0.0, erase=0.0))
+    out = augment(faces, rotate, torch.Generator().manual_seed(0))
+    assert not torch.allclose(out, faces)
+    # a rotation of at most 10 degrees turns the corners out of the frame (7% of the square at 10 degrees)
+    assert (out.mean((1, 2, 3)) / faces.mean((1, 2, 3))).min() > 0.9
+    erase = build_recipe("default", dict(rotate=0.0, scale=0.0, translate=0.0, flip=0.0, erase=1.0))
+    erased = augment(faces, erase, torch.Generator().manual_seed(0))
+    assert ((erased == 0).flatten(1).sum(1) > 0).all()  # every face lost a rectangle
+
+
+def test_last_and_curves_are_written_on_a_cadence_and_at_the_end(synthetic_data, tmp_path, monkeypatch):
+    """With a save as costly as the whole run (patched ratio), `last` is written after the first epoch and
+    at the end only; so is curves.png. The run still resumes from what was saved."""
+    from fercli import train as engine
+
+    saves, draws = [], []
+    real_save, real_draw = engine.save_checkpoint, engine.training_curves
+    monkeypatch.setattr(engine, "LAST_COST_RATIO", 1e12)
+    monkeypatch.setattr(engine, "CURVES_EVERY_S", 1e12)
+
+    def save(path, *a, **k):
+        saves.append(path.name)
+        return real_save(path, *a, **k)
+
+    def draw(*a, **k):
+        draws.append(1)
+        return real_draw(*a, **k)
+
+    monkeypatch.setattr(engine, "save_checkpoint", save)
+    monkeypatch.setattr(engine, "training_curves", draw)
+    out = _run(synthetic_data, tmp_path, epochs=4, **NO_AUGMENT)
+    assert out["epochs_run"] == 4
+    assert saves.count("last.safetensors") == 2 and len(draws) == 2
+    from fercli.checkpoint import read_meta
+
+    assert read_meta(tmp_path / "train" / "exp" / "last.safetensors")["resume"]["epoch"] == 5  # the end state
+
+
+def test_one_resolver_for_models_and_resume(tmp_path):
+    from fercli.runs import resolve_checkpoint
+
+    old, new = tmp_path / "train" / "exp", tmp_path / "train" / "exp2"
+    for run, names in ((old, ("best", "last")), (new, ("last",))):
+        run.mkdir(parents=True)
+        for n in names:
+            (run / f"{n}.safetensors").write_bytes(b"x")
+    assert resolve_checkpoint(new) == new / "last.safetensors"  # a run folder without best: its last
+    assert resolve_checkpoint(None, tmp_path) == old / "best.safetensors"  # the newest run with a best
+    assert resolve_checkpoint("last", tmp_path, resume=True) == new / "last.safetensors"
+    assert resolve_checkpoint(old, resume=True) == old / "last.safetensors"
+    for ref, resume, says in ((tmp_path / "nope.safetensors", False, "no such checkpoint"),
+                              (tmp_path / "nope", True, "nothing to resume"),
+                              (tmp_path, False, "holds no best.safetensors")):  # fmt: skip
+        with pytest.raises(FerError, match=says):
+            resolve_checkpoint(ref, resume=resume)

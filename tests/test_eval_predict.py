@@ -219,3 +219,19 @@ def test_eval_on_another_file_says_so_and_refuses_training_faces(model, syntheti
     prepare([str(src_train), str(fresh_val)], str(tmp_path / "fresh.safetensors"))
     r = fer("eval", model, "--data", tmp_path / "fresh.safetensors", "--split", "val")
     assert r.code == 0 and "is not the data file" in r.err and "training faces" not in r.err
+
+
+def test_metrics_match_a_hand_computed_confusion_matrix():
+    from fercli.evaluate import confusion, metrics_from_confusion
+
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    cm = confusion(y_true, y_pred, 3)
+    assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    m = metrics_from_confusion(cm, ("a", "b", "c"))
+    # a: precision 2/2, recall 2/3; b: 1/2, 1/2; c: 1/2, 1/1
+    f1 = [2 * (1 * 2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 / 1.5]
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["n"] == 6
+    assert [m["per_class"][c]["f1"] for c in "abc"] == pytest.approx(f1)
+    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(2 / 3) and m["per_class"]["c"]["precision"] == 0.5

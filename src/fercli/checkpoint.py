@@ -16,7 +16,6 @@ import math
 import os
 import re
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from torch import nn
 from fercli import __version__
 from fercli.atomic import atomic_path
 from fercli.classes import IMAGE_SIZE
-from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
+from fercli.errors import BAD_INPUT, FerError
 from fercli.safefile import read_meta_json
 
 META_KEY = "fercli-model"
@@ -258,16 +257,3 @@ def train_faces(path: str | os.PathLike) -> np.ndarray | None:
     if z.unconsumed_tail or len(data) % 64:
         raise FerError(f"{path}: checkpoint metadata '{TRAIN_FACES}' is malformed")
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, 64)
-
-
-def find_checkpoint(ref: str | os.PathLike) -> Path:
-    """A checkpoint path from a run folder (its best, else last) or a file path."""
-    p = Path(ref)
-    if p.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (p / name).exists():
-                return p / name
-        raise FerError(f"{p}: run folder holds no best.safetensors or last.safetensors", NOT_FOUND)
-    if not p.exists():
-        raise FerError(f"{p}: no such checkpoint", NOT_FOUND)
-    return p

@@ -242,9 +242,10 @@ def eval_cmd(
     """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
     import json
 
-    from fercli.evaluate import evaluate, metrics_table, resolve_model
+    from fercli.evaluate import evaluate, metrics_table
+    from fercli.runs import resolve_checkpoint
 
-    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device, force)
+    m = evaluate(resolve_checkpoint(model, project), _data_path(data), split, tta, device, force)
     console.show(metrics_table(m))
     if json_out:
         console.data_out(json.dumps(m))
@@ -265,10 +266,10 @@ def predict(
     device: str = DEVICE_OPT,
 ) -> None:
     """Predict emotions; CSV `id,emotion` on stdout (and nothing else there)."""
-    from fercli.checkpoint import find_checkpoint
     from fercli.predict import predict_stream
+    from fercli.runs import resolve_checkpoint
 
-    ckpt = find_checkpoint(model)
+    ckpt = resolve_checkpoint(model)
     kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad)
     if out is None:
         n = predict_stream(ckpt, inputs, sys.stdout, **kw)
@@ -296,9 +297,10 @@ def confmat(
     project: Path = PROJECT_OPT,
 ) -> None:
     """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
-    from fercli.evaluate import confmat_figure, evaluate, resolve_model
+    from fercli.evaluate import confmat_figure, evaluate
+    from fercli.runs import resolve_checkpoint
 
-    m = evaluate(resolve_model(model, project), _data_path(data), split, tta, device, force)
+    m = evaluate(resolve_checkpoint(model, project), _data_path(data), split, tta, device, force)
     confmat_figure(m, out, normalize_only=normalize)
     if csv_out:
         console.data_out("true\\predicted," + ",".join(m["classes"]))
@@ -311,10 +313,10 @@ def _load_model(model: Path | None, project: Path, device: str):
     """MODEL (default: newest run's best) on the chosen device: (network, metadata, device)."""
     from fercli.checkpoint import load_model
     from fercli.device import pick_device
-    from fercli.evaluate import resolve_model
+    from fercli.runs import resolve_checkpoint
 
     dev = pick_device(device, announce=False)
-    net, meta = load_model(resolve_model(model, project), dev)
+    net, meta = load_model(resolve_checkpoint(model, project), dev)
     return net, meta, dev
 
 

@@ -11,18 +11,6 @@ import numpy as np
 from fercli import console
 from fercli.classes import CLASSES
 from fercli.errors import FerError
-from fercli.runs import DEFAULT_PROJECT, latest_run
-
-
-def resolve_model(model: str | os.PathLike | None, project: str | os.PathLike = DEFAULT_PROJECT) -> Path:
-    """MODEL as given (a checkpoint or a run folder), or the newest run's best.safetensors."""
-    from fercli.checkpoint import find_checkpoint
-
-    if model is None:
-        path = latest_run(project) / "best.safetensors"
-        console.default_used("MODEL", path)
-        return path
-    return find_checkpoint(model)
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int = len(CLASSES)) -> np.ndarray:

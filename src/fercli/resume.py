@@ -11,26 +11,14 @@ import torch
 from torch import nn
 
 from fercli.checkpoint import RESUME, check_resume, load_tensors, optimizer_from_flat, read_checked
-from fercli.errors import NOT_FOUND, USAGE, FerError
+from fercli.errors import USAGE, FerError
 from fercli.recipe import Recipe
-from fercli.runs import latest_run
-
-
-def resolve_resume(ref: str, project: str) -> Path:
-    """`--resume` takes a run folder, its last.safetensors, or `last` for the newest run."""
-    if ref == "last":
-        return latest_run(project, need="last.safetensors") / "last.safetensors"
-    p = Path(ref)
-    if p.is_dir():
-        p = p / "last.safetensors"
-    if not p.exists():
-        raise FerError(f"{p}: nothing to resume (no such last.safetensors)", NOT_FOUND)
-    return p
+from fercli.runs import resolve_checkpoint
 
 
 def open_resume(ref: str, project: str) -> tuple[Path, dict[str, Any], Recipe, dict[str, Any]]:
     """(checkpoint path, its metadata, its recipe, its resume state), every part validated."""
-    ckpt = resolve_resume(ref, project)
+    ckpt = resolve_checkpoint(ref, project, resume=True)
     meta, arch_args = read_checked(ckpt)
     if "resume" not in meta:
         raise FerError(f"{ckpt}: holds no resume state (only last.safetensors does)", USAGE)

@@ -1,4 +1,5 @@
-"""Run folders: `<project>/train/<name>`, auto-incremented (exp, exp2, exp3, ...), and finding the newest."""
+"""Run folders: `<project>/train/<name>`, auto-incremented (exp, exp2, exp3, ...), finding the newest, and
+the one resolver every command uses to turn MODEL or --resume into a checkpoint path."""
 
 from __future__ import annotations
 
@@ -39,3 +40,29 @@ def _natural(name: str) -> tuple[str, int]:
     m = re.match(r"(.*?)(\d*)$", name)
     assert m is not None
     return m.group(1), int(m.group(2) or 1)
+
+
+def resolve_checkpoint(ref: str | Path | None, project: str | Path = DEFAULT_PROJECT, resume: bool = False) -> Path:
+    """A checkpoint path from what users type. For a model (eval, predict, the explanations): a file, a run
+    folder (its best, else its last), or None for the newest run's best. For `--resume`: a file, a run
+    folder's last.safetensors, or `last` for the newest run that has one."""
+    from fercli import console
+
+    want = "last.safetensors" if resume else "best.safetensors"
+    if ref is None or (resume and str(ref) == "last"):
+        path = latest_run(project, need=want) / want
+        if ref is None:
+            console.default_used("MODEL", path)
+        return path
+    p = Path(ref)
+    if p.is_dir():
+        for name in (want,) if resume else ("best.safetensors", "last.safetensors"):
+            if (p / name).exists():
+                return p / name
+        if resume:
+            raise FerError(f"{p / want}: nothing to resume (no such last.safetensors)", NOT_FOUND)
+        raise FerError(f"{p}: run folder holds no best.safetensors or last.safetensors", NOT_FOUND)
+    if not p.exists():
+        raise FerError(f"{p}: nothing to resume (no such last.safetensors)" if resume else f"{p}: no such checkpoint",
+                       NOT_FOUND)  # fmt: skip
+    return p
