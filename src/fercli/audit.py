@@ -41,13 +41,11 @@ def audit_split(
     """Suspects of one split of a PreparedData: (the split's labeled indices into the file, suspect rows,
     whose "i" indexes those indices)."""
     from fercli.checkpoint import classes_of
-    from fercli.crowd import truth
+    from fercli.crowd import scored_faces
     from fercli.errors import USAGE, FerError
     from fercli.inference import predict_probs
 
-    idx = data.indices(split)
-    given = truth(classes_of(meta), data, idx)
-    idx, given = idx[given >= 0], given[given >= 0]
+    idx, given = scored_faces(classes_of(meta), data, split)
     if not len(idx):
         raise FerError(f"the {split} split has no labeled faces", USAGE)
     from fercli.progress import StepBar

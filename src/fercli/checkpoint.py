@@ -2,9 +2,9 @@
 
 A checkpoint holds the network's state_dict under its own names, so `safetensors.torch.load_file` and
 `models.create(meta["arch"], len(meta["classes"]), **meta["arch_args"])` rebuild it with no fercli
-training code. `last`
-checkpoints also hold the resume state under the "resume." prefix: optimizer tensors, EMA weights,
-RNG states and the epoch's permutation, with the non-tensor parts in the metadata. Never pickle.
+training code. `last` checkpoints also hold the resume state under the "resume." prefix: optimizer
+tensors, raw weights under EMA and the epoch's permutation, with the non-tensor parts (and the fp16 loss
+scale) in the metadata; no random-generator state (train.py derives its streams). Never pickle.
 """
 
 from __future__ import annotations

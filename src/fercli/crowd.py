@@ -90,6 +90,14 @@ def truth(classes: tuple[str, ...], data: Any, idx: np.ndarray) -> np.ndarray:
     raise FerError(f"classes {', '.join(classes)}: no labels to score them against in {data.path}", USAGE)
 
 
+def scored_faces(classes: tuple[str, ...], data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into the file, their labels) of the faces of `split` that a model with these classes is
+    scored against: what eval, audit and valid_acc count."""
+    idx = data.indices(split)
+    y = truth(classes, data, idx)
+    return idx[y >= 0], y[y >= 0]
+
+
 @dataclass
 class Targets:
     """What a run learns: the class set, train faces and their targets, val faces and their labels."""
@@ -122,14 +130,10 @@ def resolve_mode(mode: str, data: Any) -> str:
 def training_targets(data: Any, mode: str) -> Targets:
     """The faces and targets of one label mode; faces without a target are left out of train and val."""
     mode = resolve_mode(mode, data)
-    tr, va = data.indices("train"), data.indices("val")
-    if mode == "fer2013":
-        tr, va = tr[data.labels[tr] >= 0], va[data.labels[va] >= 0]
-        return Targets(mode, CLASSES, tr, np.asarray(data.labels[tr]), va, np.asarray(data.labels[va]))
-    val_y = majority(data.votes[va])
-    va, val_y = va[val_y >= 0], val_y[val_y >= 0]
-    if mode == "majority":
-        y = majority(data.votes[tr])
-        return Targets(mode, FERPLUS_CLASSES, tr[y >= 0], y[y >= 0], va, val_y)
+    classes = CLASSES if mode == "fer2013" else FERPLUS_CLASSES
+    va, val_y = scored_faces(classes, data, "val")
+    if mode != "probability":
+        return Targets(mode, classes, *scored_faces(classes, data, "train"), va, val_y)
+    tr = data.indices("train")
     shares, keep = distribution(data.votes[tr])
-    return Targets(mode, FERPLUS_CLASSES, tr[keep], shares[keep], va, val_y)
+    return Targets(mode, classes, tr[keep], shares[keep], va, val_y)

@@ -192,7 +192,7 @@ def needs_scaler(dtype: torch.dtype | None) -> bool:
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
 def tune_for_training(device: torch.device) -> None:

@@ -63,9 +63,7 @@ def evaluate(
     dev = pick_device(device, announce=False)
     model, meta = load_model(model_path, dev)
     classes = classes_of(meta)
-    idx = data.indices(split)
-    truth = crowd.truth(classes, data, idx)
-    idx, truth = idx[truth >= 0], truth[truth >= 0]
+    idx, truth = crowd.scored_faces(classes, data, split)
     if not len(idx):
         what = "labeled faces" if classes == CLASSES else "faces with a clear FER+ majority"
         raise FerError(f"{data_path}: the {split} split has no {what} to evaluate on")

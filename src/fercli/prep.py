@@ -98,12 +98,12 @@ def _folder_votes(faces: ImageFaces, skip_bad: bool, bad: BadRows) -> dict[str, 
         return None
     votes: dict[str, np.ndarray] = {}
     voted_dirs = set()
+    present = {e.path for e in faces.entries}
     for rel in faces.label_files:
         data, where = faces.read_bytes(rel)
         listed, blank, repeated = read_label_csv(data, where)
         folder = _folder_of(rel)
         voted_dirs.add(folder)
-        present = {e.path for e in faces.entries}
         for name, v in listed.items():
             if folder + name not in present:
                 if not skip_bad:
@@ -281,39 +281,37 @@ def prepare(
                           votes)  # fmt: skip
 
 
-def counts_table(meta: dict[str, Any]):
-    """Rich table of faces per split and emotion, from a prepared file's metadata."""
+def _split_table(title: str, counts: dict[str, dict[str, int]], classes: tuple[str, ...], unlabeled: str,
+                 came: dict[str, list[str]] | None = None):  # fmt: skip
+    """Rich table of faces per split and class (split_counts' layout), with a `from` column when given."""
     from rich.table import Table
 
+    table = Table(title=title)
+    table.add_column("split")
+    for c in (*classes, unlabeled, "total"):
+        table.add_column(c, justify="right")
+    if came is not None:
+        table.add_column("from")
+    for split in SPLITS:
+        row = counts.get(split)
+        if row:
+            cells = [str(row[c]) for c in (*classes, "unlabeled", "total")]
+            table.add_row(split, *cells, *([] if came is None else ["\n".join(came.get(split, []))]))
+    return table
+
+
+def counts_table(meta: dict[str, Any]):
+    """Rich table of faces per split and emotion, from a prepared file's metadata."""
     origin = meta.get("origin") or {}
     protocol = f", {origin['protocol']} protocol" if origin.get("protocol") else ""
-    table = Table(title=f"prepared data ({meta['content_hash']}{protocol})")
-    table.add_column("split")
-    for c in (*CLASSES, "unlabeled", "total"):
-        table.add_column(c, justify="right")
-    table.add_column("from")
-    for split in SPLITS:
-        row = meta["counts"].get(split)
-        if row:
-            came = "\n".join(origin.get("splits", {}).get(split, []))
-            table.add_row(split, *(str(row[c]) for c in (*CLASSES, "unlabeled", "total")), came)
-    return table
+    return _split_table(f"prepared data ({meta['content_hash']}{protocol})", meta["counts"], CLASSES, "unlabeled",
+                        origin.get("splits", {}))  # fmt: skip
 
 
 def votes_table(meta: dict[str, Any]):
     """Rich table of faces per split and FER+ majority class, when the prepared file has votes; else None."""
-    from rich.table import Table
-
     info = meta.get("votes")
     if not info:
         return None
-    table = Table(title=f"FER+ crowd majority ({info['faces']} faces with votes; 'none': no clear majority)")
-    table.add_column("split")
-    for c in (*crowd.FERPLUS_CLASSES, "none", "total"):
-        table.add_column(c, justify="right")
-    for split in SPLITS:
-        row = info["counts"].get(split)
-        if row:
-            cells = [str(row[c]) for c in crowd.FERPLUS_CLASSES]
-            table.add_row(split, *cells, str(row["unlabeled"]), str(row["total"]))
-    return table
+    return _split_table(f"FER+ crowd majority ({info['faces']} faces with votes; 'none': no clear majority)",
+                        info["counts"], crowd.FERPLUS_CLASSES, "none")  # fmt: skip
