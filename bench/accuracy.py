@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def prepared(sources: list[Path], val_frac: float, seed: int) -> Path:
     """The prepared file for `sources`, made once per source version and kept in .data/bench/."""
-    from fercli.prep import prepare
+    from fercli.data.prep import prepare
 
     stamp = "|".join(f"{s.resolve()}|{s.stat().st_size}|{s.stat().st_mtime_ns}" for s in sources)
     key = hashlib.sha256(f"{stamp}|{val_frac}|{seed}".encode()).hexdigest()
@@ -76,9 +76,9 @@ def main() -> None:
 
     import torch
 
-    from fercli.checkpoint import read_meta
-    from fercli.device import cpu_name
-    from fercli.evaluate import evaluate
+    from fercli.engine.device import cpu_name
+    from fercli.files.checkpoint import read_meta
+    from fercli.infer.evaluate import evaluate
     from fercli.models import create
 
     data = prepared(sources, args.val_frac, 0)

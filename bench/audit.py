@@ -35,7 +35,7 @@ KS = (100, 500)
 
 
 def relabel_rates(probs: np.ndarray, labels: np.ndarray, relabelled: np.ndarray) -> dict[str, object]:
-    from fercli.audit import find_suspects, suspicion
+    from fercli.explain.audit import find_suspects, suspicion
 
     order = np.argsort(-suspicion(probs, labels), kind="stable")
     out: dict[str, object] = {"faces": int(len(labels)), "random": round(float(relabelled.mean()), 4)}
@@ -58,11 +58,11 @@ def main() -> None:
 
     import torch
 
-    from fercli import crowd
-    from fercli.checkpoint import classes_of, load_model, model_tta
-    from fercli.device import cpu_name, pick_device
-    from fercli.inference import predict_probs
-    from fercli.prepared import PreparedData
+    from fercli.data import crowd
+    from fercli.data.prepared import PreparedData
+    from fercli.engine.device import cpu_name, pick_device
+    from fercli.files.checkpoint import classes_of, load_model, model_tta
+    from fercli.infer.inference import predict_probs
 
     data_path = prepared(sources, 0.1, 0)
     ckpt = args.model

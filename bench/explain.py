@@ -12,11 +12,11 @@ import time
 import torch
 
 from fercli import models
-from fercli.ascent import ascend
 from fercli.classes import CLASSES
-from fercli.device import pick_device
-from fercli.explain import METHODS, explain
-from fercli.synthetic import synthetic_faces
+from fercli.data.synthetic import synthetic_faces
+from fercli.engine.device import pick_device
+from fercli.explain.ascent import ascend
+from fercli.explain.saliency import METHODS, explain
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from fercli import console, models
-from fercli.checkpoint import save_checkpoint
 from fercli.classes import CLASSES
-from fercli.csvfaces import read_csv
-from fercli.device import pick_device
-from fercli.inference import normalize
-from fercli.predict import predict_stream
+from fercli.data.csvfaces import read_csv
+from fercli.engine.device import pick_device
+from fercli.files.checkpoint import save_checkpoint
+from fercli.infer.inference import normalize
+from fercli.infer.predict import predict_stream
 
 from _common import fer2013_csvs
 

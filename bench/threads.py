@@ -55,7 +55,7 @@ def fer_policy() -> dict[str, str]:
     try:
         for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "FER_THREADS", "GOMP_SPINCOUNT"):
             os.environ.pop(k, None)
-        from fercli.threads import configure
+        from fercli.engine.threads import configure
 
         configure()
         return {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT") if k in os.environ}

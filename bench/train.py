@@ -1,7 +1,7 @@
 """Training throughput of the fercli engine against the study-style plain PyTorch loop, in one run.
 
 Plain loop: DataLoader over a TensorDataset, fp32, per-batch normalisation, Adam (the study's code).
-Engine: fercli.train with the data resident on the device, augmentation on the device, channels_last,
+Engine: fercli.engine.train with the data resident on the device, augmentation on the device, channels_last,
 and the precision device.training_dtype picks (bf16 on CUDA; on a CPU the faster by a cached probe).
 Same network, same data, same batch. Images/s are from the last epoch of each (the first warms caches
 and, on CUDA, cuDNN autotuning).
@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fercli import console, models
-from fercli.device import pick_device
-from fercli.prep import prepare
-from fercli.prepared import PreparedData
-from fercli.recipe import NO_AUGMENT, build_recipe
-from fercli.train import RunSettings, train
+from fercli.data.prep import prepare
+from fercli.data.prepared import PreparedData
+from fercli.engine.device import pick_device
+from fercli.engine.recipe import NO_AUGMENT, build_recipe
+from fercli.engine.train import RunSettings, train
 
 
 def plain_loop(arch: str, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, dev: torch.device) -> float:

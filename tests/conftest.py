@@ -73,7 +73,7 @@ def fer_subprocess(*args: str, input: bytes | None = None, env: dict | None = No
 
 
 def faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from fercli.synthetic import synthetic_faces
+    from fercli.data.synthetic import synthetic_faces
 
     return synthetic_faces(n, seed)
 
@@ -94,7 +94,7 @@ def write_csv(path: Path, header: str, rows: list[str], newline: str = "\n", bom
 def read_all_faces(path: Path, block: int, skip_bad: bool, python_only: bool) -> tuple:
     """Everything CsvFaces yields for a file, ("ok", image bytes, labels, splits, ids, bad count, first
     bad rows), or ("error", message). `python_only` turns the numpy block splitter off."""
-    from fercli.csvfaces import CsvFaces
+    from fercli.data.csvfaces import CsvFaces
     from fercli.errors import FerError
 
     split_clean = CsvFaces._split_clean
@@ -123,9 +123,9 @@ def read_all_faces(path: Path, block: int, skip_bad: bool, python_only: bool) ->
 def interrupted_run(data: Path, project: Path, stop_at_step: int, **recipe: object) -> Path:
     """A run stopped before `stop_at_step`, as Ctrl-C leaves it: its folder, with a last.safetensors
     that holds the resume state."""
+    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.train import RunSettings, train
     from fercli.errors import INTERRUPTED, FerError
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
 
     r = build_recipe("default", {**recipe, **NO_AUGMENT})
     settings = RunSettings(data=str(data), device="cpu", project=str(project), progress=False,
@@ -149,9 +149,9 @@ def fer2013_csv(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
 def trained_synthetic(tmp_path_factory) -> tuple[str, Path, Path, dict]:
     """vgg4s trained 3 epochs on 2,800 synthetic faces (about 15 s on 2 CPU cores), made once per session:
     (best checkpoint, data file, runs folder, the train() summary)."""
-    from fercli.prep import prepare
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
+    from fercli.data.prep import prepare
+    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.train import RunSettings, train
 
     base = tmp_path_factory.mktemp("trained")
     data = base / "d.safetensors"
@@ -164,7 +164,7 @@ def trained_synthetic(tmp_path_factory) -> tuple[str, Path, Path, dict]:
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A prepared file of 1,400 synthetic faces, made once per test session."""
-    from fercli.prep import prepare
+    from fercli.data.prep import prepare
 
     path = tmp_path_factory.mktemp("data") / "fer-data.safetensors"
     prepare([], str(path), synthetic=1400, seed=0)

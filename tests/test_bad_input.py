@@ -138,9 +138,9 @@ def _png(img: np.ndarray, fmt: str = "PNG") -> bytes:
 def base(tmp_path_factory) -> dict:
     """The good files every mutation starts from, and a small model to predict with."""
     from fercli import models
-    from fercli.checkpoint import save_checkpoint
     from fercli.classes import CLASSES, IMAGE_SIZE
-    from fercli.prep import prepare
+    from fercli.data.prep import prepare
+    from fercli.files.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("base")
     images, labels = faces(4)
@@ -205,7 +205,7 @@ def test_mutated_csv(base, data):
         code, err, stdout = fer("prep", src, "-o", out, "--val-frac", "0", *(["--skip-bad"] if skip else []))
         assert stdout == ""
         if clean_outcome(code, err, out):
-            from fercli.prepared import PreparedData
+            from fercli.data.prepared import PreparedData
 
             assert PreparedData.open(out).images.tobytes() == read_all_faces(src, 1 << 20, skip, False)[1]
         elif fast[0] == "error":
@@ -256,7 +256,7 @@ def test_mutated_zip_and_images(base, data):
         out = d / "out.safetensors"
         code, err, _ = fer("prep", src, "-o", out, *(["--skip-bad"] if skip else []))
         if clean_outcome(code, err, out):
-            from fercli.prepared import PreparedData
+            from fercli.data.prepared import PreparedData
 
             assert 1 <= len(PreparedData.open(out)) <= len(members)
         elif target == "member" and not skip and "cannot decode image" in err:
@@ -276,7 +276,7 @@ def test_mutated_prepared_file(base, data):
         out = d / "p.csv"
         code, err, _ = fer("predict", base["model"], src, "--probs", "-o", out)
         if clean_outcome(code, err, out):
-            from fercli.prepared import PreparedData
+            from fercli.data.prepared import PreparedData
 
             predictions_are_sound(out, len(PreparedData.open(src)))
 
@@ -372,9 +372,9 @@ def predict_with_meta(base: dict, meta: dict, kind: str, what: str = "") -> None
 def resume_with_meta(base: dict, meta: dict, kind: str, what: str = "") -> int | None:
     """`fer train --resume` of the base last.safetensors under `meta`, stopped at its first step as by
     Ctrl-C when it starts at all: None (ran to its end) or the clean FerError's code."""
+    from fercli.engine.recipe import Recipe
+    from fercli.engine.train import RunSettings, train
     from fercli.errors import INTERRUPTED
-    from fercli.recipe import Recipe
-    from fercli.train import RunSettings, train
 
     with case(kind) as d:
         run = d / "train" / "exp"

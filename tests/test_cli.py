@@ -56,7 +56,7 @@ def test_thread_policy_precedence(monkeypatch):
 
     import torch
 
-    from fercli import threads
+    from fercli.engine import threads
     from fercli.errors import FerError
 
     before = torch.get_num_threads()
@@ -87,7 +87,7 @@ def test_thread_policy_precedence(monkeypatch):
 
 
 def test_usable_cpus_honours_a_cgroup_quota(monkeypatch):
-    from fercli import threads
+    from fercli.engine import threads
 
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 1.5)

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fercli import models
+from fercli.engine.recipe import NO_AUGMENT, build_recipe
+from fercli.engine.train import RunSettings, derived_seed, train
 from fercli.errors import USAGE, FerError
-from fercli.recipe import NO_AUGMENT, build_recipe
-from fercli.train import RunSettings, derived_seed, train
 
 from conftest import interrupted_run
 
@@ -56,9 +56,9 @@ def test_resume_needs_no_generator_state_and_ignores_a_foreign_one(synthetic_dat
 
 
 def test_resumed_optimizer_buffers_keep_the_parameters_layout(synthetic_data, tmp_path):
-    from fercli.checkpoint import load_tensors, optimizer_from_flat, read_meta
-    from fercli.resume import like_parameters
-    from fercli.train import make_optimizer
+    from fercli.engine.setup import make_optimizer
+    from fercli.engine.state import like_parameters
+    from fercli.files.checkpoint import load_tensors, optimizer_from_flat, read_meta
 
     run = interrupted_run(synthetic_data, tmp_path, stop_at_step=5, arch="vgg4s", width=0.125, epochs=1, batch=32)
     last = run / "last.safetensors"
@@ -82,7 +82,7 @@ def test_images_per_second_after_a_resume_counts_only_the_new_images(synthetic_d
 
 
 def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(synthetic_data, tmp_path):
-    from fercli.checkpoint import read_meta
+    from fercli.files.checkpoint import read_meta
 
     r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=1, batch=32, lr=0.05))
     with pytest.raises(FerError):
@@ -96,7 +96,7 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_it(synthetic_data, tmp_p
 
 
 def test_cuda_precision_follows_compute_capability(monkeypatch):
-    from fercli.device import needs_scaler, training_dtype
+    from fercli.engine.device import needs_scaler, training_dtype
 
     dev = torch.device("cuda")
     for capability, want in (((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
@@ -109,7 +109,7 @@ def test_cuda_precision_follows_compute_capability(monkeypatch):
 
 
 def test_torchrun_rank_takes_its_local_gpu_and_an_explicit_index_is_refused():
-    from fercli.distributed import Group, join
+    from fercli.engine.distributed import Group, join
 
     with pytest.raises(FerError) as e:
         join(Group(rank=1, world=2, local_rank=1), torch.device("cuda", 0))
@@ -117,9 +117,9 @@ def test_torchrun_rank_takes_its_local_gpu_and_an_explicit_index_is_refused():
 
 
 def test_inference_is_fp32_channels_last_and_matches_a_plain_forward(trained_synthetic):
-    from fercli.checkpoint import load_model
-    from fercli.inference import normalize, predict_probs
-    from fercli.prepared import PreparedData
+    from fercli.data.prepared import PreparedData
+    from fercli.files.checkpoint import load_model
+    from fercli.infer.inference import normalize, predict_probs
 
     ckpt, data, _, _ = trained_synthetic
     model, meta = load_model(ckpt)
@@ -162,7 +162,7 @@ def test_study_preset_trains_with_adam_at_a_constant_rate(synthetic_data, tmp_pa
 
 
 def test_cosine_schedule_decays_from_the_peak_without_warm_up():
-    from fercli.recipe import lr_at
+    from fercli.engine.recipe import lr_at
 
     r = build_recipe("default", {"schedule": "cosine", "lr": 0.1})
     lrs = [lr_at(r, s, 100) for s in range(100)]
@@ -181,7 +181,7 @@ def test_cpu_bf16_autocast_trains(synthetic_data, tmp_path):
 
 
 def test_no_weight_decay_on_batchnorm_or_biases():
-    from fercli.train import make_optimizer
+    from fercli.engine.setup import make_optimizer
 
     net = models.create("vgg4s")
     opt = make_optimizer(net, build_recipe("default", {"weight_decay": 5e-4}))
@@ -193,7 +193,7 @@ def test_no_weight_decay_on_batchnorm_or_biases():
 
 
 def test_augmentation_really_transforms():
-    from fercli.augment import augment
+    from fercli.engine.augment import augment
 
     x = torch.randn(8, 1, 48, 48)
     flip_only = build_recipe("default", dict(rotate=0.0, scale=0.0, translate=0.0, flip=1.0, erase=0.0))
@@ -212,7 +212,8 @@ def test_augmentation_really_transforms():
 def test_last_and_curves_are_written_on_a_cadence_and_at_the_end(synthetic_data, tmp_path, monkeypatch):
     """With a save as costly as the whole run (patched ratio), `last` is written after the first epoch and
     at the end only; so is curves.png. The run still resumes from what was saved."""
-    from fercli import train as engine
+    from fercli.engine import state
+    from fercli.engine import train as engine
 
     saves, draws = [], []
     real_save, real_draw = engine.save_checkpoint, engine.training_curves
@@ -227,18 +228,19 @@ def test_last_and_curves_are_written_on_a_cadence_and_at_the_end(synthetic_data,
         draws.append(1)
         return real_draw(*a, **k)
 
-    monkeypatch.setattr(engine, "save_checkpoint", save)
+    monkeypatch.setattr(engine, "save_checkpoint", save)  # best
+    monkeypatch.setattr(state, "save_checkpoint", save)  # last
     monkeypatch.setattr(engine, "training_curves", draw)
     out = _run(synthetic_data, tmp_path, epochs=4, **NO_AUGMENT)
     assert out["epochs_run"] == 4
     assert saves.count("last.safetensors") == 2 and len(draws) == 2
-    from fercli.checkpoint import read_meta
+    from fercli.files.checkpoint import read_meta
 
     assert read_meta(tmp_path / "train" / "exp" / "last.safetensors")["resume"]["epoch"] == 5  # the end state
 
 
 def test_one_resolver_for_models_and_resume(tmp_path):
-    from fercli.runs import resolve_checkpoint
+    from fercli.files.runs import resolve_checkpoint
 
     old, new = tmp_path / "train" / "exp", tmp_path / "train" / "exp2"
     for run, names in ((old, ("best", "last")), (new, ("last",))):
@@ -254,3 +256,29 @@ def test_one_resolver_for_models_and_resume(tmp_path):
                               (tmp_path, False, "holds no best.safetensors")):  # fmt: skip
         with pytest.raises(FerError, match=says):
             resolve_checkpoint(ref, resume=resume)
+
+
+def test_compile_trains_through_the_compiled_module_and_saves_plain_weights(synthetic_data, tmp_path, monkeypatch):
+    """--compile: the steps run through torch.compile's module (here with the aot_eager backend, which traces
+    forward and backward like inductor but skips its code generation: seconds, not a minute on a CPU), the
+    numbers follow the eager run, and checkpoints keep the plain network's names (no `_orig_mod.`)."""
+    from fercli.files.checkpoint import load_model
+
+    real_compile, calls = torch.compile, []
+
+    def compile_(module, **kw):
+        calls.append(type(module).__name__)
+        return real_compile(module, backend="aot_eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    base = dict(arch="vgg4s", width=0.125, epochs=1, batch=64, lr=0.05, **NO_AUGMENT)
+    r = build_recipe("default", base)
+    eager = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), name="eager",
+                                 progress=False, precision="fp32"))  # fmt: skip
+    assert calls == []
+    compiled = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), name="compiled",
+                                    progress=False, precision="fp32", compile=True))  # fmt: skip
+    assert calls == ["Net"]
+    assert compiled["history"][0]["loss"] == pytest.approx(eager["history"][0]["loss"], rel=1e-3)
+    model, _ = load_model(tmp_path / "train" / "compiled" / "best.safetensors")
+    assert not any("_orig_mod" in k for k in model.state_dict())

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fercli.checkpoint import load_model, save_checkpoint
 from fercli.classes import CLASSES
-from fercli.inference import predict_probs
-from fercli.predict import predict_stream
-from fercli.prepared import PreparedData
-from fercli.recipe import build_recipe
-from fercli.train import RunSettings, train
+from fercli.data.prepared import PreparedData
+from fercli.engine.recipe import build_recipe
+from fercli.engine.train import RunSettings, train
+from fercli.files.checkpoint import load_model, save_checkpoint
+from fercli.infer.inference import predict_probs
+from fercli.infer.predict import predict_stream
 
 from conftest import faces, fer_subprocess, pixels_text, write_csv
 
@@ -100,7 +100,7 @@ def test_cli_stdout_is_only_csv_and_head_ends_cleanly(model, tmp_path):
 def test_bad_models_and_inputs_fail_in_one_line(model, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from fercli.checkpoint import read_meta
+    from fercli.files.checkpoint import read_meta
 
     not_st = tmp_path / "junk.safetensors"
     not_st.write_bytes(b"hello world, not a model")
@@ -180,7 +180,7 @@ def test_swapped_arguments_and_bad_split_say_what_to_do(model, tmp_path, synthet
 
 def test_tta_default_comes_from_the_checkpoint(model, synthetic_data, fer):
     """Training validated with flip averaging (the recipe's tta): eval and predict do the same unless told."""
-    from fercli.checkpoint import read_meta
+    from fercli.files.checkpoint import read_meta
 
     assert read_meta(model)["recipe"]["tta"] is True
     runs = [json.loads(fer("eval", model, "--data", synthetic_data, *flag, "--json").out) for flag in
@@ -194,7 +194,7 @@ def test_tta_default_comes_from_the_checkpoint(model, synthetic_data, fer):
 
 def test_eval_on_another_file_says_so_and_refuses_training_faces(model, synthetic_data, tmp_path, fer):
     """A model scored on a re-prepared file whose val holds its training faces: warned, then refused."""
-    from fercli.prep import prepare
+    from fercli.data.prep import prepare
 
     d = PreparedData.open(synthetic_data)
     tr = d.indices("train")
@@ -222,7 +222,7 @@ def test_eval_on_another_file_says_so_and_refuses_training_faces(model, syntheti
 
 
 def test_metrics_match_a_hand_computed_confusion_matrix():
-    from fercli.evaluate import confusion, metrics_from_confusion
+    from fercli.infer.evaluate import confusion, metrics_from_confusion
 
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 0, 1, 1, 2, 2])

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fercli.audit import find_suspects
-from fercli.checkpoint import load_model
-from fercli.explain import explain, grad_map, ig_map
-from fercli.inference import normalize
-from fercli.prepared import PreparedData
+from fercli.data.prepared import PreparedData
+from fercli.explain.audit import find_suspects
+from fercli.explain.saliency import explain, grad_map, ig_map
+from fercli.files.checkpoint import load_model
+from fercli.infer.inference import normalize
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_ascent_raises_the_filter_activation(trained):
     """The optimised image excites its own filter more than the noise it started from, for every filter
     and class asked: a property of gradient ascent, not of one model's filters. (The figure's contrast
     stretch is display only: a stretched image can excite the unit less than noise does.)"""
-    from fercli.ascent import ascend, pick_layer
+    from fercli.explain.ascent import ascend, pick_layer
 
     net, meta = load_model(trained[0])
     name, conv = pick_layer(net, "-1")

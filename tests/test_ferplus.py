@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fercli import crowd
-from fercli.prep import prepare
-from fercli.prepared import PreparedData
+from fercli.data import crowd
+from fercli.data.prep import prepare
+from fercli.data.prepared import PreparedData
 
 from conftest import SHARED, faces, pixels_text, write_csv
 
@@ -278,8 +278,8 @@ def ferplus_model(tmp_path_factory):
     new = write_csv(base / "fer2013new.csv", VOTES_HEADER, votes_lines(usage, synthetic_votes(labels)))
     data = base / "d.safetensors"
     prepare([str(csv), str(new)], str(data))
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
+    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.train import RunSettings, train
 
     r = build_recipe("default", dict(arch="vgg4s", epochs=8, batch=32, lr=0.05, labels="majority", **NO_AUGMENT))
     out = train(r, RunSettings(data=str(data), device="cpu", project=str(base / "runs"), progress=False))
@@ -287,7 +287,7 @@ def ferplus_model(tmp_path_factory):
 
 
 def test_eight_class_model_through_every_command(ferplus_model, fer, tmp_path):
-    from fercli.checkpoint import read_meta
+    from fercli.files.checkpoint import read_meta
 
     ckpt, data, out = ferplus_model
     meta = read_meta(ckpt)
@@ -330,8 +330,8 @@ def test_eight_class_model_through_every_command(ferplus_model, fer, tmp_path):
 
 
 def test_probability_targets_train(ferplus_model, tmp_path):
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
+    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.train import RunSettings, train
 
     _, data, _ = ferplus_model
     r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=1, batch=32, lr=0.05, labels="probability",
@@ -339,14 +339,14 @@ def test_probability_targets_train(ferplus_model, tmp_path):
     out = train(r, RunSettings(data=str(data), device="cpu", project=str(tmp_path), progress=False))
     row = out["history"][0]
     assert np.isfinite(row["loss"]) and 0 <= row["valid_acc"] <= 1
-    from fercli.checkpoint import read_meta
+    from fercli.files.checkpoint import read_meta
 
     assert read_meta(f"{out['run_dir']}/best.safetensors")["recipe"]["labels"] == "probability"
 
 
 def test_seven_class_model_on_voted_data_reports_the_crowd(ferplus_model, trained_synthetic, tmp_path):
     """A FER2013 model is still scored on FER2013 labels; the votes add the crowd's share."""
-    from fercli.evaluate import evaluate
+    from fercli.infer.evaluate import evaluate
 
     ckpt, _, _, _ = trained_synthetic
     _, data, _ = ferplus_model
@@ -369,3 +369,13 @@ def test_real_votes_pair_with_fer2013(tmp_path):
     agree = float((crowd.VOTE_OF_FER2013[d.labels[ok]] == maj[ok]).mean())
     assert 0.6 < agree < 0.75, agree
     assert int((maj[d.indices("test")] >= 0).sum()) == 3199
+
+
+def test_a_header_with_a_stray_carriage_return_is_not_a_votes_file(tmp_path):
+    """Found by test_bad_input's mutations: a \\r inside the first line made the csv module raise from the
+    votes-file sniffing, before the face reader could name the bad row."""
+    from fercli.data.votefiles import is_votes_csv
+
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"e\rotion,pixels,Usage\n0,1 2,Training\n")
+    assert is_votes_csv(str(path)) is False

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from fercli.classes import SPLITS
+from fercli.data.prep import carve_val, prepare
+from fercli.data.prepared import PreparedData
 from fercli.errors import FerError
-from fercli.prep import carve_val, prepare
-from fercli.prepared import PreparedData
 
 from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, read_all_faces, write_csv
 
@@ -116,7 +116,7 @@ def test_numpy_block_split_matches_the_per_row_path(tmp_path):
 
 
 def test_clean_csv_never_takes_the_per_row_path(tmp_path, fer2013_csv, monkeypatch):
-    from fercli.csvfaces import CsvFaces
+    from fercli.data.csvfaces import CsvFaces
 
     def refuse(self, lines):
         raise AssertionError("per-row Python split used on a clean file")

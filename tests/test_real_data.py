@@ -13,11 +13,11 @@ FER_GZ = SHARED / "fer2013.csv.gz"
 
 @pytest.mark.skipif(not FER_GZ.exists(), reason="real FER2013 not present (../shared/data/fer2013)")
 def test_cpu_recipe_learns_real_faces(tmp_path):
-    from fercli.evaluate import evaluate
-    from fercli.prep import prepare
-    from fercli.prepared import PreparedData, write_prepared
-    from fercli.recipe import build_recipe
-    from fercli.train import RunSettings, train
+    from fercli.data.prep import prepare
+    from fercli.data.prepared import PreparedData, write_prepared
+    from fercli.engine.recipe import build_recipe
+    from fercli.engine.train import RunSettings, train
+    from fercli.infer.evaluate import evaluate
 
     full = tmp_path / "full.safetensors"
     meta = prepare([str(FER_GZ)], str(full))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fercli.checkpoint import load_model, read_meta
+from fercli.files.checkpoint import load_model, read_meta
 
 from conftest import fer_subprocess, interrupted_run
 
@@ -70,8 +70,8 @@ def test_each_rank_augments_its_slice_as_one_process_would():
     """Under torchrun every rank draws the random numbers of the whole global batch and keeps its slice:
     the ranks' augmented slices, put together, are exactly the one-process augmentation of the batch,
     and every rank's generator ends in the same state (so the next step agrees too)."""
-    from fercli.augment import augment
-    from fercli.recipe import build_recipe
+    from fercli.engine.augment import augment
+    from fercli.engine.recipe import build_recipe
 
     r = build_recipe("default", {})  # rotation, zoom, shift, flip and erasing all on
     x = torch.randn(12, 1, 48, 48)

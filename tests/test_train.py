@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from fercli import models
-from fercli.checkpoint import load_model, read_meta
+from fercli.engine.recipe import build_recipe, lr_at
+from fercli.engine.train import RunSettings, train
 from fercli.errors import INTERRUPTED, FerError
-from fercli.recipe import build_recipe, lr_at
-from fercli.train import RunSettings, train
+from fercli.files.checkpoint import load_model, read_meta
 
 from conftest import fer_subprocess
 
@@ -196,7 +196,7 @@ def test_recipe_says_where_its_network_comes_from(fer, synthetic_data, tmp_path)
 
 
 def test_recipe_file_sets_fields_the_cli_has_no_option_for(tmp_path, fer, synthetic_data):
-    from fercli.recipe import PRESETS
+    from fercli.engine.recipe import PRESETS
 
     good = tmp_path / "light.json"
     good.write_text(json.dumps({"base": "cpu", "rotate": 5.0, "erase": 0.25}))

@@ -16,8 +16,8 @@ import typer
 
 from fercli import __version__, console
 from fercli.classes import LABEL_MODES, SPLITS
+from fercli.engine.recipe import PRESETS  # light: no torch, no numpy (fer --help stays instant)
 from fercli.errors import INTERRUPTED, FerError
-from fercli.recipe import PRESETS  # light: no torch, no numpy (fer --help stays instant)
 
 app = typer.Typer(
     name="fer",
@@ -72,7 +72,7 @@ def _main(
         None, "--threads", help="CPU threads for torch (or FER_THREADS; default: the CPUs this process may use)."
     ),
 ) -> None:
-    from fercli.threads import configure
+    from fercli.engine.threads import configure
 
     console.reset(quiet=quiet)
     _debug["on"] = _debug["on"] or debug
@@ -80,7 +80,7 @@ def _main(
 
 
 def _data_path(data: Path | None) -> str:
-    from fercli.prepared import DEFAULT_DATA
+    from fercli.data.prepared import DEFAULT_DATA
 
     if data is None:
         console.default_used("--data", DEFAULT_DATA)
@@ -106,8 +106,8 @@ def prep(
     ),
 ) -> None:
     """Read FER2013 in any layout into one prepared data file that the other commands open instantly."""
-    from fercli.prep import counts_table, prepare, votes_table
-    from fercli.prepared import DEFAULT_DATA
+    from fercli.data.prep import counts_table, prepare, votes_table
+    from fercli.data.prepared import DEFAULT_DATA
 
     target = str(out or DEFAULT_DATA)
     meta = prepare(sources or [], target, val_frac=val_frac, seed=seed, skip_bad=skip_bad, synthetic=synthetic,
@@ -168,11 +168,11 @@ def train(
     """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves.
 
     Several GPUs or machines: torchrun --nproc_per_node N -m fercli train ... (see docs/commands/train.md)."""
+    from fercli.engine.pace import parse_duration
+    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.train import RunSettings
+    from fercli.engine.train import train as run_training
     from fercli.errors import USAGE, FerError
-    from fercli.pace import parse_duration
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings
-    from fercli.train import train as run_training
 
     if time_budget is not None and epochs is not None:
         raise FerError("give --time or --epochs, not both (--time fixes the step count from the measured speed)",
@@ -242,8 +242,8 @@ def eval_cmd(
     """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
     import json
 
-    from fercli.evaluate import evaluate, metrics_table
-    from fercli.runs import resolve_checkpoint
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.evaluate import evaluate, metrics_table
 
     m = evaluate(resolve_checkpoint(model, project), _data_path(data), split, tta, device, force)
     console.show(metrics_table(m))
@@ -266,15 +266,15 @@ def predict(
     device: str = DEVICE_OPT,
 ) -> None:
     """Predict emotions; CSV `id,emotion` on stdout (and nothing else there)."""
-    from fercli.predict import predict_stream
-    from fercli.runs import resolve_checkpoint
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.predict import predict_stream
 
     ckpt = resolve_checkpoint(model)
     kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad)
     if out is None:
         n = predict_stream(ckpt, inputs, sys.stdout, **kw)
     else:
-        from fercli.atomic import atomic_path
+        from fercli.files.atomic import atomic_path
 
         with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
             n = predict_stream(ckpt, inputs, f, **kw)
@@ -297,8 +297,8 @@ def confmat(
     project: Path = PROJECT_OPT,
 ) -> None:
     """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
-    from fercli.evaluate import confmat_figure, evaluate
-    from fercli.runs import resolve_checkpoint
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.evaluate import confmat_figure, evaluate
 
     m = evaluate(resolve_checkpoint(model, project), _data_path(data), split, tta, device, force)
     confmat_figure(m, out, normalize_only=normalize)
@@ -311,9 +311,9 @@ def confmat(
 
 def _load_model(model: Path | None, project: Path, device: str):
     """MODEL (default: newest run's best) on the chosen device: (network, metadata, device)."""
-    from fercli.checkpoint import load_model
-    from fercli.device import pick_device
-    from fercli.runs import resolve_checkpoint
+    from fercli.engine.device import pick_device
+    from fercli.files.checkpoint import load_model
+    from fercli.files.runs import resolve_checkpoint
 
     dev = pick_device(device, announce=False)
     net, meta = load_model(resolve_checkpoint(model, project), dev)
@@ -322,7 +322,7 @@ def _load_model(model: Path | None, project: Path, device: str):
 
 def _model_and_data(model: Path | None, data: Path | None, project: Path, device: str):
     """_load_model plus the prepared data (default path): (network, metadata, data, device)."""
-    from fercli.prepared import PreparedData
+    from fercli.data.prepared import PreparedData
 
     net, meta, dev = _load_model(model, project, device)
     return net, meta, PreparedData.open(_data_path(data)), dev
@@ -351,9 +351,9 @@ def saliency(
     """Saliency maps: which pixels move the class score (grad, smoothgrad, integrated gradients, Grad-CAM)."""
     import numpy as np
 
-    from fercli.atomic import atomic_path
-    from fercli.checkpoint import classes_of
-    from fercli.explain import explain, face_labels, methods_for, per_class_figure, pick_faces, saliency_figure
+    from fercli.explain.saliency import explain, face_labels, methods_for, per_class_figure, pick_faces, saliency_figure
+    from fercli.files.atomic import atomic_path
+    from fercli.files.checkpoint import classes_of
 
     methods = methods_for(method)
     net, meta, d, dev = _model_and_data(model, data, project, device)
@@ -388,7 +388,7 @@ def ascent(
     project: Path = PROJECT_OPT,
 ) -> None:
     """Gradient-ascent images: what excites each filter of a layer (or each class)."""
-    from fercli.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
+    from fercli.explain.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
 
     net, meta, dev = _load_model(model, project, device)
     if layer == "list":
@@ -396,7 +396,7 @@ def ascent(
             console.data_out(f"{name},{conv.out_channels}")
         return
     if class_vis:
-        from fercli.checkpoint import classes_of
+        from fercli.files.checkpoint import classes_of
 
         classes = classes_of(meta)
         name, chosen = None, parse_filters(filters if filters != "0:16" else f"0:{len(classes)}", len(classes))
@@ -427,10 +427,10 @@ def audit(
     """Faces most likely mislabelled (highest loss under their label): a gallery PNG, and CSV on stdout."""
     import numpy as np
 
-    from fercli.audit import audit_figure, audit_split, crowd_view
-    from fercli.checkpoint import classes_of
-    from fercli.crowd import VOTE_COLUMNS
+    from fercli.data.crowd import VOTE_COLUMNS
     from fercli.errors import USAGE, FerError
+    from fercli.explain.audit import audit_figure, audit_split, crowd_view
+    from fercli.files.checkpoint import classes_of
 
     if top < 1:
         raise FerError("--top must be at least 1", USAGE)
@@ -438,7 +438,7 @@ def audit(
     classes = classes_of(meta)
     idx, rows = audit_split(net, meta, d, split, top, dev, tta)
     audit_figure(np.array(d.images[idx]), rows, top, out, classes)
-    from fercli.predict import csv_field
+    from fercli.infer.predict import csv_field
 
     # With FER+ votes: what the crowd voted for most, and with what share of its votes.
     votes = d.votes[idx[[r["i"] for r in rows]]] if d.votes is not None and rows else None

@@ -25,17 +25,17 @@ NEXT_STEPS = """next, on the real FER2013 (see README.md):
 
 def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, device: str = "auto") -> dict[str, Any]:
     """Run every step into `out`; return the metrics."""
-    from fercli.ascent import ascend, ascent_figure, pick_layer
-    from fercli.audit import audit_figure, audit_split
-    from fercli.checkpoint import load_model
-    from fercli.device import pick_device
-    from fercli.evaluate import confmat_figure, evaluate
-    from fercli.explain import METHODS, explain, saliency_figure
-    from fercli.predict import predict_stream
-    from fercli.prep import prepare
-    from fercli.prepared import PreparedData
-    from fercli.recipe import NO_AUGMENT, build_recipe
-    from fercli.train import RunSettings, train
+    from fercli.data.prep import prepare
+    from fercli.data.prepared import PreparedData
+    from fercli.engine.device import pick_device
+    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.train import RunSettings, train
+    from fercli.explain.ascent import ascend, ascent_figure, pick_layer
+    from fercli.explain.audit import audit_figure, audit_split
+    from fercli.explain.saliency import METHODS, explain, saliency_figure
+    from fercli.files.checkpoint import load_model
+    from fercli.infer.evaluate import confmat_figure, evaluate
+    from fercli.infer.predict import predict_stream
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fercli.atomic import atomic_path
+from fercli.files.atomic import atomic_path
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +18,7 @@ def _plt():
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
-    plt = _plt()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -26,7 +26,7 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
 
 def training_curves(history: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> None:
     """The study's figure: loss on the left, train_acc and valid_acc on the right, per epoch."""
-    plt = _plt()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, [h["loss"] for h in history], "o-", ms=3, label="train loss")

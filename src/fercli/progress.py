@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from fercli import console
-from fercli.pace import format_duration
+from fercli.engine.pace import format_duration
 
 LIVE_EVERY_S = 1.0  # a terminal's bar: at most one refresh (one device sync) a second
 PLAIN_EVERY_S = 60.0  # a log: a progress line at least once a minute during long epochs

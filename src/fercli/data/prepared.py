@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from fercli import __version__
-from fercli.atomic import atomic_path
 from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS
 from fercli.errors import USAGE, FerError
-from fercli.safefile import memmap_tensor, read_meta_json
+from fercli.files.atomic import atomic_path
+from fercli.files.safefile import memmap_tensor, read_meta_json
 
 DEFAULT_DATA = "fer-data.safetensors"
 META_KEY = "fercli-data"
@@ -124,7 +124,7 @@ def write_prepared(
     votes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write atomically and return the metadata written. `images` may come in pieces (uint8 [n_i,48,48])."""
-    from fercli import crowd
+    from fercli.data import crowd
 
     meta = {
         "format": "fercli-data",

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
-from fercli.csvfaces import BadRows
+from fercli.data.csvfaces import BadRows
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 
 LABEL_FILE = "label.csv"  # FER+ votes of the images beside it

@@ -138,9 +138,9 @@ def stretch(images: np.ndarray) -> np.ndarray:
 
 
 def ascent_figure(images: np.ndarray, labels: list[str], title: str, path: str | os.PathLike) -> None:
-    from fercli.plots import _plt, save_figure
+    from fercli.plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     n = len(images)
     cols = min(8, n)
     rows = (n + cols - 1) // cols

@@ -4,7 +4,8 @@ A checkpoint holds the network's state_dict under its own names, so `safetensors
 `models.create(meta["arch"], len(meta["classes"]), **meta["arch_args"])` rebuild it with no fercli
 training code. `last` checkpoints also hold the resume state under the "resume." prefix: optimizer
 tensors, raw weights under EMA and the epoch's permutation, with the non-tensor parts (and the fp16 loss
-scale) in the metadata; no random-generator state (train.py derives its streams). Never pickle.
+scale) in the metadata, laid out and validated by engine/state.py; no random-generator state (training
+derives its streams). Never pickle.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import torch
 from torch import nn
 
 from fercli import __version__
-from fercli.atomic import atomic_path
 from fercli.classes import IMAGE_SIZE
 from fercli.errors import BAD_INPUT, FerError
-from fercli.safefile import read_meta_json
+from fercli.files.atomic import atomic_path
+from fercli.files.safefile import read_meta_json
 
 META_KEY = "fercli-model"
 RESUME = "resume."
@@ -178,41 +179,6 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     return model.to(device, memory_format=torch.channels_last).eval(), meta
 
 
-def check_resume(path: str | os.PathLike, state: Any) -> dict[str, Any]:
-    """The resume state of a last.safetensors, type-checked field by field before training trusts it."""
-
-    def count(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    def row_ok(row: Any) -> bool:
-        return isinstance(row, dict) and all(isinstance(k, str) and (_number(v) or v is None) for k, v in row.items())
-
-    fields = {
-        "epoch": lambda v: count(v) and v >= 1,
-        "step": count, "global_step": count, "best_epoch": count, "bad_epochs": count, "patience": count,
-        "elapsed": _number, "best_acc": _number,
-        "sums": lambda v: isinstance(v, dict) and _number(v.get("loss")) and count(v.get("correct"))
-        and count(v.get("seen")),
-        "history": lambda v: isinstance(v, list) and all(row_ok(r) for r in v),
-        "optimizer": lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
-        and isinstance(v.get("scalars", {}), dict),
-    }  # fmt: skip
-    if not isinstance(state, dict):
-        raise FerError(f"{path}: resume state is not a JSON object")
-    for name, ok in fields.items():
-        if not ok(state.get(name)):
-            raise FerError(f"{path}: resume state field '{name}' is missing or malformed")
-    if not count(state.get("save_every", 0)):
-        raise FerError(f"{path}: resume state field 'save_every' is malformed")
-    scaler = state.get("scaler")
-    if scaler is not None and not (isinstance(scaler, dict) and all(_number(v) for v in scaler.values())):
-        raise FerError(f"{path}: resume state field 'scaler' is malformed")
-    total = state.get("total_steps")
-    if total is not None and not (count(total) and total >= 1):
-        raise FerError(f"{path}: resume state field 'total_steps' is malformed")
-    return state
-
-
 # ---- optimizer state <-> flat tensors + JSON ---------------------------------------------------------
 
 
@@ -243,7 +209,7 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
 
 def train_faces(path: str | os.PathLike) -> np.ndarray | None:
     """The training faces' thumbnails a checkpoint holds (uint8 [N,64]), or None (older checkpoints)."""
-    from fercli.safefile import read_header
+    from fercli.files.safefile import read_header
 
     _, meta, _ = read_header(path)
     raw = meta.get(TRAIN_FACES)

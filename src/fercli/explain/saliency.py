@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.data.prepared import PreparedData
 from fercli.errors import USAGE, FerError
-from fercli.prepared import PreparedData
 
 METHODS = ("grad", "smoothgrad", "ig", "gradcam")
 
@@ -114,7 +114,7 @@ def methods_for(method: str) -> list[str]:
 def face_labels(classes: tuple[str, ...], data: PreparedData, idx: np.ndarray) -> np.ndarray:
     """The labels of faces `idx` in a model's class set (the FER+ majority for FER+ models); -1 where a
     face has none, or all -1 when the data cannot say (a FER+ model on data without votes)."""
-    from fercli import crowd
+    from fercli.data import crowd
 
     if classes == crowd.FERPLUS_CLASSES and data.votes is None:
         return np.full(len(idx), -1, dtype=np.int64)
@@ -157,8 +157,8 @@ def explain(
 ) -> dict[str, Any]:  # fmt: skip
     """Maps for faces uint8 [B,48,48]: {"maps": [B,M,48,48], "pred", "prob", "target", ...} as numpy;
     `labels` are in the model's class set (face_labels)."""
-    from fercli.checkpoint import classes_of
-    from fercli.inference import normalize
+    from fercli.files.checkpoint import classes_of
+    from fercli.infer.inference import normalize
 
     classes = classes_of(meta)
     dev = torch.device(device)
@@ -190,9 +190,9 @@ def saliency_figure(
     images: np.ndarray, labels: np.ndarray, result: dict[str, Any], titles: list[str], path: str | os.PathLike
 ) -> None:
     """One row per face: the face, each method's map (with a colour bar), and an overlay of the first map."""
-    from fercli.plots import _plt, save_figure
+    from fercli.plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     maps, methods, classes = result["maps"], result["methods"], result["classes"]
     cols = 1 + len(methods) + 1
     fig, axes = plt.subplots(len(images), cols, figsize=(2.6 * cols, 2.7 * len(images)), squeeze=False)
@@ -224,9 +224,9 @@ def per_class_figure(
     images: np.ndarray, labels: np.ndarray, result: dict[str, Any], path: str | os.PathLike, k: int
 ) -> None:
     """A grid of k faces per emotion: each face, then its map as an overlay, side by side."""
-    from fercli.plots import _plt, save_figure
+    from fercli.plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     names = result["classes"]
     shown = sorted(set(int(c) for c in labels))
     fig, axes = plt.subplots(len(shown), 2 * k, figsize=(1.6 * 2 * k, 1.9 * len(shown)), squeeze=False)

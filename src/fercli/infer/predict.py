@@ -19,9 +19,9 @@ from fercli.errors import NOT_FOUND, USAGE, FerError
 
 def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], np.ndarray]]:
     """(ids, uint8 faces [n,48,48]) blocks of one input."""
-    from fercli.csvfaces import CsvFaces
-    from fercli.imagefaces import ImageFaces, is_image_source
-    from fercli.prepared import PreparedData
+    from fercli.data.csvfaces import CsvFaces
+    from fercli.data.imagefaces import ImageFaces, is_image_source
+    from fercli.data.prepared import PreparedData
 
     if is_image_source(path):
         faces = ImageFaces(path)
@@ -83,10 +83,10 @@ def predict_stream(
     skip_bad: bool = False,
 ) -> int:
     """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out`; return the count."""
-    from fercli.checkpoint import classes_of, load_model, model_tta
-    from fercli.device import pick_device
-    from fercli.imagefaces import is_image_source
-    from fercli.inference import predict_probs
+    from fercli.data.imagefaces import is_image_source
+    from fercli.engine.device import pick_device
+    from fercli.files.checkpoint import classes_of, load_model, model_tta
+    from fercli.infer.inference import predict_probs
 
     if batch < 1:
         raise FerError("--batch must be at least 1", USAGE)

@@ -53,11 +53,11 @@ def evaluate(
     A model of FER2013's classes is scored against the FER2013 labels; one of FER+'s against the crowd's
     majority, on the faces that have a clear one (as the FER+ paper reports). When the data has votes,
     "crowd" says how much of the crowd's vote the predicted class got on average."""
-    from fercli import crowd
-    from fercli.checkpoint import classes_of, load_model, model_tta
-    from fercli.device import pick_device
-    from fercli.inference import predict_probs
-    from fercli.prepared import PreparedData
+    from fercli.data import crowd
+    from fercli.data.prepared import PreparedData
+    from fercli.engine.device import pick_device
+    from fercli.files.checkpoint import classes_of, load_model, model_tta
+    from fercli.infer.inference import predict_probs
 
     data = PreparedData.open(data_path)
     dev = pick_device(device, announce=False)
@@ -92,9 +92,9 @@ def check_no_leak(model_path: str | os.PathLike, meta: dict[str, Any], data: Any
                   force: bool) -> None:  # fmt: skip
     """Say when a model is scored on another data file than it was trained on, and refuse (without
     --force) when the split holds its training faces: the accuracy would be inflated."""
-    from fercli.checkpoint import train_faces
+    from fercli.data.prepared import face_thumbnails, seen_faces
     from fercli.errors import USAGE
-    from fercli.prepared import face_thumbnails, seen_faces
+    from fercli.files.checkpoint import train_faces
 
     trained_on = (meta.get("data") or {}).get("hash")
     if not trained_on or trained_on == data.content_hash:
@@ -133,9 +133,9 @@ def metrics_table(m: dict[str, Any]):
 
 def confmat_figure(m: dict[str, Any], path: str | os.PathLike, normalize_only: bool = False) -> None:
     """Counts and row-normalised percentages side by side (or only the latter), class names on both axes."""
-    from fercli.plots import _plt, save_figure
+    from fercli.plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(m["confusion"])
     classes = m.get("classes", CLASSES)
     rows = cm.sum(1, keepdims=True)

@@ -203,3 +203,9 @@ def tune_for_training(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def fused_optimizers(device: torch.device) -> bool:
+    """CUDA: the fused SGD/Adam/AdamW step (one kernel for all parameters, and it takes the fp16 scaler's
+    unscale in the same pass). Elsewhere torch's default implementation."""
+    return device.type == "cuda"

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fercli.recipe import Recipe
+from fercli.engine.recipe import Recipe
 
 
 def augment(x: torch.Tensor, r: Recipe, g: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:

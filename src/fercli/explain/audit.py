@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from fercli.checkpoint import model_tta
 from fercli.classes import CLASSES
+from fercli.files.checkpoint import model_tta
 
 
 def suspicion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -40,10 +40,10 @@ def audit_split(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Suspects of one split of a PreparedData: (the split's labeled indices into the file, suspect rows,
     whose "i" indexes those indices)."""
-    from fercli.checkpoint import classes_of
-    from fercli.crowd import scored_faces
+    from fercli.data.crowd import scored_faces
     from fercli.errors import USAGE, FerError
-    from fercli.inference import predict_probs
+    from fercli.files.checkpoint import classes_of
+    from fercli.infer.inference import predict_probs
 
     idx, given = scored_faces(classes_of(meta), data, split)
     if not len(idx):
@@ -59,7 +59,7 @@ def audit_split(
 
 def crowd_view(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int [N] the plurality vote column, float [N] its share of the votes) of uint8 votes [N,10]."""
-    from fercli.crowd import crowd_share
+    from fercli.data.crowd import crowd_share
 
     top = np.asarray(votes).argmax(1)
     return top, crowd_share(votes, top)
@@ -68,9 +68,9 @@ def crowd_view(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path: str | os.PathLike,
                  classes: tuple[str, ...] = CLASSES) -> None:  # fmt: skip
     """Rows are the given classes, columns the suspects, each titled given -> predicted (confidence)."""
-    from fercli.plots import _plt, save_figure
+    from fercli.plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     classes = sorted({r["given"] for r in rows})
     fig, axes = plt.subplots(len(classes), top, figsize=(1.6 * top, 1.9 * len(classes) + 0.4), squeeze=False)
     for ax in axes.flat:

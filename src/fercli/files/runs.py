@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fercli.atomic import why
 from fercli.errors import IO_ERROR, NOT_FOUND, FerError
+from fercli.files.atomic import why
 
 DEFAULT_PROJECT = "runs"
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fercli.classes import ORIGINS, USAGE_CODE
-from fercli.crowd import VOTE_COLUMNS
-from fercli.csvfaces import open_binary
+from fercli.data.crowd import VOTE_COLUMNS
+from fercli.data.csvfaces import open_binary
 from fercli.errors import BAD_INPUT, FerError
 
 VOTES_HEADER = ("usage", "image name", *(c.lower() for c in VOTE_COLUMNS))
@@ -29,7 +29,11 @@ class VoteFile:
 
 
 def _header(text: str) -> tuple[str, ...]:
-    fields = next(csv.reader([text.lstrip("\ufeff").strip("\r\n")]), [])
+    """The lower-cased field names of a header line; () when it is not one CSV line (a stray \\r inside)."""
+    try:
+        fields = next(csv.reader([text.lstrip("\ufeff").strip("\r\n")]), [])
+    except csv.Error:
+        return ()
     return tuple(f.strip().lower() for f in fields)
 
 

@@ -8,14 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from fercli import console, crowd
+from fercli import console
 from fercli.classes import CLASSES, ORIGINS, SPLITS, UNLABELED, USAGE_CODE
-from fercli.csvfaces import BadRows, read_csv
+from fercli.data import crowd
+from fercli.data.csvfaces import BadRows, read_csv
+from fercli.data.imagefaces import ImageFaces, is_image_source
+from fercli.data.prepared import write_prepared
+from fercli.data.synthetic import synthetic_faces
+from fercli.data.votefiles import VoteFile, is_votes_csv, pair_rows, read_label_csv, read_votes_csv
 from fercli.errors import USAGE, FerError
-from fercli.imagefaces import ImageFaces, is_image_source
-from fercli.prepared import write_prepared
-from fercli.synthetic import synthetic_faces
-from fercli.votefiles import VoteFile, is_votes_csv, pair_rows, read_label_csv, read_votes_csv
 
 TRAIN, VAL, TEST = 0, 1, 2
 PROTOCOLS = ("auto", "standard", "holdout")

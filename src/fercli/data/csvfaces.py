@@ -31,7 +31,7 @@ import numpy as np
 
 from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
-from fercli.safefile import looks_like
+from fercli.files.safefile import looks_like
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 BLOCK_BYTES = 8 << 20
