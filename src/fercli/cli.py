@@ -54,7 +54,14 @@ FORCE_OPT = typer.Option(False, "--force", help="Score a split even when it hold
 TTA_OPT = typer.Option(
     None, "--tta/--no-tta", help="Average over a horizontal flip (default: as the model was validated in training)."
 )
-MODEL_OPT = typer.Option(None, "--model", "-m", help="Checkpoint or run folder (default: the newest run's best).")
+MODEL_OPT = typer.Option(
+    None, "--model", "-m", help="Checkpoint, run folder or builtin (default: the newest run's best)."
+)
+FACES_OPT = typer.Option(
+    "auto", "--faces", help="Images: auto (find faces unless the image is a face crop), detect (always find "
+    "faces; needs fercli[faces]) or whole (the whole image is one face).",
+    autocompletion=_complete(("auto", "detect", "whole")),
+)  # fmt: skip
 
 
 def _version(value: bool) -> None:
@@ -253,9 +260,9 @@ def eval_cmd(
 
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="Checkpoint (.safetensors) or run folder."),
+    model: Path = typer.Argument(..., help="Checkpoint (.safetensors), run folder, or builtin (the shipped model)."),
     inputs: list[str] = typer.Argument(
-        ..., help="CSV (any layout, or - for stdin), prepared file, image, folder or zip."
+        ..., help="CSV (any layout, or - for stdin), prepared file, image or photo, folder or zip."
     ),
     tta: bool | None = TTA_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
@@ -264,13 +271,15 @@ def predict(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
     device: str = DEVICE_OPT,
+    faces: str = FACES_OPT,
 ) -> None:
-    """Predict emotions; CSV `id,emotion` on stdout (and nothing else there)."""
+    """Predict emotions; CSV `id,emotion` on stdout (and nothing else there); for images, one row per face:
+    `id,face,x,y,w,h,emotion`."""
     from fercli.files.runs import resolve_checkpoint
     from fercli.infer.predict import predict_stream
 
     ckpt = resolve_checkpoint(model)
-    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad)
+    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad, faces=faces)
     if out is None:
         n = predict_stream(ckpt, inputs, sys.stdout, **kw)
     else:
@@ -279,6 +288,26 @@ def predict(
         with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
             n = predict_stream(ckpt, inputs, f, **kw)
     console.info(f"predicted {n} faces" + (f" into {out}" if out else ""))
+
+
+@app.command()
+def annotate(
+    inputs: list[str] = typer.Argument(..., help="Images, folders or zips of images; or one video (mp4, avi, mov)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the annotated copies."),
+    model: Path = typer.Option(Path("builtin"), "--model", "-m", help="Checkpoint, run folder or builtin."),
+    faces: str = FACES_OPT,
+    every: int = typer.Option(1, "--every", help="Video: search every Nth frame (boxes stay drawn until the next)."),
+    probs: bool = typer.Option(False, "--probs", help="Add one probability column per class to the CSV."),
+    names: bool = typer.Option(False, "--names", help="Class names instead of codes in the CSV."),
+    tta: bool | None = TTA_OPT,
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad images instead of stopping."),
+    device: str = DEVICE_OPT,
+) -> None:
+    """Draw a box, the emotion and probability bars on every face; the CSV of the faces on stdout."""
+    from fercli.photos.annotate import annotate as run_annotate
+
+    run_annotate(inputs, out_dir, str(model), faces=faces, every=every, probs=probs, names=names, tta=tta,
+                 skip_bad=skip_bad, device=device, out=sys.stdout)  # fmt: skip
 
 
 @app.command()

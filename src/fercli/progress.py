@@ -96,17 +96,32 @@ class StepBar:
     """A bar for a long command's inner loop (`fer ascent`'s steps, `fer audit`'s batches) on a terminal;
     elsewhere silent. Use as a context manager; call `advance(n)` as work gets done."""
 
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label = total, label
+    def __init__(self, total: int, label: str, rate_unit: str | None = None) -> None:
+        self.total, self.label, self.rate_unit = total, label, rate_unit  # rate_unit: show "N unit/s"
         self._progress = None
         self._task = None
 
     def __enter__(self) -> StepBar:
         if not console.plain():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                ProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.text import Text
 
-            self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                      console=console.stderr, transient=True)  # fmt: skip
+            unit = self.rate_unit
+
+            class Rate(ProgressColumn):  # task.speed is None until rich has two samples
+                def render(self, task: Any) -> Text:
+                    return Text(f"{task.speed or 0:6.1f} {unit}/s")
+
+            rate = [Rate()] if unit else []
+            self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), *rate,
+                                      TimeRemainingColumn(), console=console.stderr, transient=True)  # fmt: skip
             self._progress.__enter__()
             self._task = self._progress.add_task("", total=self.total)
         return self

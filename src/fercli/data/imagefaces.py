@@ -13,6 +13,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -27,6 +28,7 @@ LABEL_FILE = "label.csv"  # FER+ votes of the images beside it
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs: far above any face photo
 MAX_IMAGE_BYTES = 64 << 20
+EXIF_ORIENTATION = 0x0112
 
 
 def is_image_source(path: str) -> bool:
@@ -65,8 +67,12 @@ def _wanted(rel: str) -> bool:
     return not hidden and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_face(data: bytes, where: str) -> np.ndarray:
-    """Bytes of any image file -> uint8 [48,48]; a clear error naming `where` if it cannot be used."""
+@contextmanager
+def _opened(data: bytes, where: str, draft_side: int | None,
+            mode: str = "L") -> Iterator[tuple[Image.Image, tuple[int, int]]]:  # fmt: skip
+    """(the image in `data` upright (EXIF orientation applied) in `mode` (8-bit gray, or RGB), its full
+    upright size), after the size guards; a JPEG is decoded at the smallest DCT scale that keeps both sides
+    >= draft_side (None: full size)."""
     if len(data) > MAX_IMAGE_BYTES:
         raise FerError(f"{where}: image file larger than {MAX_IMAGE_BYTES >> 20} MB, refusing it")
     try:
@@ -76,18 +82,38 @@ def decode_face(data: bytes, where: str) -> np.ndarray:
                 raise FerError(
                     f"{where}: image declares {w}x{h} pixels (over {MAX_IMAGE_PIXELS:,}), refusing to decode it"
                 )
-            if img.format == "JPEG":
-                img.draft("L", (IMAGE_SIZE, IMAGE_SIZE))  # DCT-domain downscale: much faster on big JPEGs
-            img = ImageOps.exif_transpose(img).convert("L")
-            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
-                img = ImageOps.fit(img, (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: sides swap
+            if img.format == "JPEG" and draft_side is not None:
+                img.draft(mode, (draft_side, draft_side))  # DCT-domain downscale: much faster on big JPEGs
+            yield ImageOps.exif_transpose(img).convert(mode), ((h, w) if turned else (w, h))
     except FerError:
         raise
     except Image.DecompressionBombError as e:  # PIL's own guard fires at open for the largest ones
         raise FerError(f"{where}: image declares over {MAX_IMAGE_PIXELS:,} pixels, refusing it") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise FerError(f"{where}: cannot decode image ({e})") from e
+
+
+def decode_face(data: bytes, where: str) -> np.ndarray:
+    """Bytes of any image file -> uint8 [48,48]; a clear error naming `where` if it cannot be used."""
+    with _opened(data, where, IMAGE_SIZE) as (img, _):
+        if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+            img = ImageOps.fit(img, (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def decode_rgb(data: bytes, where: str) -> Image.Image:
+    """Bytes of any image file -> the upright full-size RGB image (to draw on)."""
+    with _opened(data, where, None, "RGB") as (img, _):
+        img.load()
+        return img
+
+
+def decode_photo(data: bytes, where: str, min_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Bytes of any image file -> (uint8 gray [H,W] upright, the full upright size (width, height)). A large
+    JPEG comes back DCT-downscaled (by 2, 4 or 8), keeping both sides >= min_side."""
+    with _opened(data, where, min_side) as (img, full):
+        return np.asarray(img, dtype=np.uint8), full
 
 
 class ImageFaces:

@@ -43,12 +43,14 @@ def clear_leftovers(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; on success it replaces `dest` in one rename."""
+def atomic_path(dest: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success it replaces `dest` in one rename. `keep_suffix`: the
+    temporary ends in dest's suffix too, for writers that pick the format by it (OpenCV's video writer)."""
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TMP_SUFFIX, dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TMP_SUFFIX + (dest.suffix if keep_suffix else ""),
+                                   dir=dest.parent)  # fmt: skip
         os.close(fd)
     except OSError as e:
         raise FerError(f"{dest}: cannot write here ({why(e)})", IO_ERROR) from e

@@ -44,7 +44,8 @@ def _natural(name: str) -> tuple[str, int]:
 
 def resolve_checkpoint(ref: str | Path | None, project: str | Path = DEFAULT_PROJECT, resume: bool = False) -> Path:
     """A checkpoint path from what users type. For a model (eval, predict, the explanations): a file, a run
-    folder (its best, else its last), or None for the newest run's best. For `--resume`: a file, a run
+    folder (its best, else its last), `builtin` for the model the package ships, or None for the newest
+    run's best. For `--resume`: a file, a run
     folder's last.safetensors, or `last` for the newest run that has one."""
     from fercli import console
 
@@ -55,6 +56,12 @@ def resolve_checkpoint(ref: str | Path | None, project: str | Path = DEFAULT_PRO
             console.default_used("MODEL", path)
         return path
     p = Path(ref)
+    if not resume and str(ref) == "builtin" and not p.exists():  # a file or folder named builtin wins
+        from fercli.builtin import BUILTIN_PATH
+
+        if not BUILTIN_PATH.exists():
+            raise FerError(f"the built-in model is missing from this installation ({BUILTIN_PATH})", NOT_FOUND)
+        return BUILTIN_PATH
     if p.is_dir():
         for name in (want,) if resume else ("best.safetensors", "last.safetensors"):
             if (p / name).exists():

@@ -3,13 +3,16 @@
 Inputs: a CSV in any layout prep reads (or - for stdin), a prepared data file, an image file, or a
 folder or zip of images. Rows come out as soon as their block is predicted (the CSV is read in ~8 MB
 blocks, images in batches), so memory stays bounded and `| head` sees the first rows at once.
+
+Images are read per `--faces` (photos/crops.py): unless it is `whole`, rows name the face and its box,
+`id,face,x,y,w,h,emotion`, one per face found (face crops give one `whole` row, predicted as before).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -17,11 +20,18 @@ import torch
 from fercli.errors import NOT_FOUND, USAGE, FerError
 
 
-def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(ids, uint8 faces [n,48,48]) blocks of one input."""
+def _faces(
+    path: str, batch: int, skip_bad: bool, tag: bool, id_prefix: str = ""
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(row prefixes, uint8 faces [n,48,48]) blocks of one input read whole: a prefix is the CSV-quoted
+    id (after `id_prefix`), and with `tag` (the photo layout) also `whole` and the 48x48 box."""
     from fercli.data.csvfaces import CsvFaces
     from fercli.data.imagefaces import ImageFaces, is_image_source
     from fercli.data.prepared import PreparedData
+
+    def rows(ids: list[str], size: int = 48) -> list[str]:
+        end = f",whole,0,0,{size},{size}" if tag else ""
+        return [csv_field(id_prefix + i) + end for i in ids]
 
     if is_image_source(path):
         faces = ImageFaces(path)
@@ -30,17 +40,36 @@ def _faces(path: str, batch: int, skip_bad: bool) -> Iterator[tuple[list[str], n
             ids.append(faces.display_name(entry))
             imgs.append(img)
             if len(imgs) == batch:
-                yield ids, np.stack(imgs)
+                yield rows(ids), np.stack(imgs)
                 ids, imgs = [], []
         if imgs:
-            yield ids, np.stack(imgs)
+            yield rows(ids), np.stack(imgs)
     elif path.lower().endswith(".safetensors"):
         data = PreparedData.open(path)
         for i in range(0, len(data), batch):
-            yield [str(k) for k in range(i, min(i + batch, len(data)))], data.images[i : i + batch]
+            yield rows([str(k) for k in range(i, min(i + batch, len(data)))]), data.images[i : i + batch]
     else:
         for chunk in CsvFaces(path, skip_bad=skip_bad):
-            yield chunk.ids, chunk.images
+            yield rows(chunk.ids), chunk.images
+
+
+def _photo_faces(
+    path: str, batch: int, skip_bad: bool, mode: str, detector: Any
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(row prefixes `id,face,x,y,w,h`, uint8 faces [n,48,48]) blocks of the images of one input, each
+    image read per `mode` (photos/crops.py)."""
+    from fercli.photos.crops import faces_of_images, row_prefix
+
+    prefixes, crops = [], []
+    for name, _, _, found in faces_of_images(path, mode, detector, skip_bad):
+        for f in found:
+            prefixes.append(row_prefix(name, f))
+            crops.append(f.crop)
+            if len(crops) == batch:
+                yield prefixes, np.stack(crops)
+                prefixes, crops = [], []
+    if crops:
+        yield prefixes, np.stack(crops)
 
 
 def _primed(blocks: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -55,13 +84,18 @@ def _primed(blocks: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[tuple[li
     return rest()
 
 
-def _fmt_rows(ids: list[str], probs: np.ndarray, names: tuple[str, ...] | None, with_probs: bool) -> str:
+def probs_header(classes: tuple[str, ...], probs: bool) -> str:
+    return "".join(f",p_{c}" for c in classes) if probs else ""
+
+
+def format_rows(prefixes: list[str], probs: np.ndarray, names: tuple[str, ...] | None, with_probs: bool) -> str:
+    """CSV lines: each row's prefix (its id fields, already quoted), the class, then maybe its probabilities."""
     pred = probs.argmax(1)
     labels = [names[p] for p in pred] if names else [str(p) for p in pred]
     if not with_probs:
-        return "".join(f"{csv_field(i)},{lab}\n" for i, lab in zip(ids, labels))
+        return "".join(f"{i},{lab}\n" for i, lab in zip(prefixes, labels))
     cols = [",".join(f"{v:.6f}" for v in row) for row in probs]
-    return "".join(f"{csv_field(i)},{lab},{c}\n" for i, lab, c in zip(ids, labels, cols))
+    return "".join(f"{i},{lab},{c}\n" for i, lab, c in zip(prefixes, labels, cols))
 
 
 def csv_field(text: str) -> str:
@@ -81,15 +115,19 @@ def predict_stream(
     batch: int = 256,
     device: str = "auto",
     skip_bad: bool = False,
+    faces: str = "auto",
 ) -> int:
-    """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out`; return the count."""
+    """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out` (`id,face,x,y,w,h,
+    emotion,...` when an input is images and `faces` is not whole); return the count."""
     from fercli.data.imagefaces import is_image_source
     from fercli.engine.device import pick_device
     from fercli.files.checkpoint import classes_of, load_model, model_tta
     from fercli.infer.inference import predict_probs
+    from fercli.photos.crops import WHOLE, check_mode
 
     if batch < 1:
         raise FerError("--batch must be at least 1", USAGE)
+    check_mode(faces)
     if sum(i == "-" for i in inputs) > 1:
         raise FerError("stdin (-) can be read only once", USAGE)
     seen: set[str] = set()
@@ -103,18 +141,30 @@ def predict_stream(
     model, meta = load_model(model_path, dev)
     mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
     tta = model_tta(meta, tta)
+    photos = faces != WHOLE and any(is_image_source(p) for p in inputs)
+    detector = None
+    if photos:
+        from fercli.photos.detect import FaceDetector
+
+        detector = FaceDetector()
+
+    def stream(path: str) -> Iterator[tuple[list[str], np.ndarray]]:
+        if photos and is_image_source(path):
+            return _photo_faces(path, batch, skip_bad, faces, detector)
+        # row ids restart in each CSV or data file: with several inputs, name the file
+        named = len(inputs) > 1 and not is_image_source(path)
+        return _faces(path, batch, skip_bad, photos, f"{path}:" if named else "")
+
     # Every input's first block is read before the header is written: a bad input leaves no output.
-    streams = [_primed(_faces(path, batch, skip_bad)) for path in inputs]
+    streams = [_primed(stream(path)) for path in inputs]
     classes = classes_of(meta)  # the checkpoint's own: FER2013's 7 or FER+'s 8
-    header = "id,emotion" + ("".join(f",p_{c}" for c in classes) if probs else "")
+    header = ("id,face,x,y,w,h,emotion" if photos else "id,emotion") + probs_header(classes, probs)
     out.write(header + "\n")
     count = 0
-    for path, stream in zip(inputs, streams):
-        for ids, faces in stream:
-            if len(inputs) > 1 and not is_image_source(path):
-                ids = [f"{path}:{i}" for i in ids]  # row ids restart in each file: name the file
-            p = predict_probs(model, torch.from_numpy(np.array(faces)), mean, std, dev, batch, tta)
-            out.write(_fmt_rows(ids, p.numpy(), classes if names else None, probs))
+    for blocks in streams:
+        for prefixes, crops in blocks:
+            p = predict_probs(model, torch.from_numpy(np.array(crops)), mean, std, dev, batch, tta)
+            out.write(format_rows(prefixes, p.numpy(), classes if names else None, probs))
             out.flush()
-            count += len(ids)
+            count += len(prefixes)
     return count

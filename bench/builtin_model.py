@@ -1,0 +1,62 @@
+"""Train the model fercli ships (`fer predict builtin ...`) and write it into the package.
+
+    python bench/builtin_model.py                 # train (about 20 minutes on a 2-core CPU), then export
+    python bench/builtin_model.py --from RUN_DIR  # export a run's best.safetensors only
+
+Training is bench/accuracy.py's: the `cpu` recipe on FER2013 with the FER+ crowd votes as probability
+targets (../shared's fer2013.csv.gz and fer2013new.csv; val carved from Training, the best epoch chosen
+on val), scored on PublicTest against the crowd majority. The export keeps the weights and what
+eval/predict need, adds the model card's figures, and leaves out the training faces' thumbnails (data,
+not model). The card is docs/builtin-model.md; the JSON row this prints goes there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP = ROOT / ".data" / "builtin"
+
+
+def export(run_dir: Path, result: dict | None) -> Path:
+    from fercli.builtin import BUILTIN_PATH
+    from fercli.files.checkpoint import META_KEY, load_tensors, read_checked, save_checkpoint
+    from fercli.files.safefile import read_header
+
+    ckpt = run_dir / "best.safetensors"
+    read_checked(ckpt)
+    _, raw, _ = read_header(ckpt)
+    meta = json.loads(raw[META_KEY])
+    for key in ("format", "format_version", "fercli_version"):  # save_checkpoint writes its own
+        meta.pop(key, None)
+    meta["data"] = {"path": "fer2013.csv.gz + fer2013new.csv (FER+ votes)", "hash": meta["data"]["hash"]}
+    if result is not None:
+        meta["card"] = {k: result[k] for k in ("test_acc", "test_macro_f1", "test_faces", "test_scored_against",
+                                               "train_command_s", "cpu", "torch", "commit", "date")}  # fmt: skip
+    save_checkpoint(BUILTIN_PATH, load_tensors(ckpt), meta)  # no train-faces thumbnails
+    return BUILTIN_PATH
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--from", dest="run_dir", type=Path, help="export this run's best.safetensors, no training")
+    args = ap.parse_args()
+    result = None
+    run_dir = args.run_dir
+    if run_dir is None:
+        cmd = [sys.executable, str(ROOT / "bench" / "accuracy.py"), "--recipe", "cpu", "--ferplus",
+               "--labels", "probability", "--keep", str(KEEP)]  # fmt: skip
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(result))
+        run_dir = Path(result["run_dir"])
+    path = export(run_dir, result)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""`fer annotate`: photos and videos with every face boxed and labelled, plus the CSV of what was drawn.
+
+Each face gets a box drawn black-white-black (visible on any background and in grayscale print), and a
+panel of white with black text: the emotion with its probability, then bars for the three likeliest
+classes (the first filled black, the others grey), so a glance reads the answer and its confidence.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from fercli import console
+from fercli.errors import USAGE, FerError
+from fercli.files.atomic import atomic_path
+from fercli.photos.detect import Box
+
+VIDEO_EXTENSIONS = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v", ".m4v": "mp4v"}
+BARS = 3  # classes with a bar under each face's label
+RowWriter = Callable[[list[str], np.ndarray], str]  # (row prefixes, probabilities [n,classes]) -> CSV lines
+
+
+def is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _line_height(font: Any) -> int:
+    return int(font.getbbox("Ag")[3]) + 4
+
+
+def draw_faces(img: Image.Image, faces: list[tuple[Box, np.ndarray]], classes: tuple[str, ...]) -> None:
+    """Draw each (box, class probabilities) onto the RGB image, in place."""
+    draw = ImageDraw.Draw(img)
+    width, height = img.size
+    line = max(1, round(min(width, height) / 300))
+    for box, p in faces:
+        x0, y0, x1, y1 = box.x, box.y, box.x + box.w - 1, box.y + box.h - 1
+        for grow, colour in ((2 * line, "black"), (line, "white"), (0, "black")):
+            draw.rectangle([x0 - grow, y0 - grow, x1 + grow, y1 + grow], outline=colour, width=line)
+        size = int(np.clip(box.w / 8, 11, 32))
+        font, small = _font(size), _font(max(9, size * 3 // 4))
+        order = np.argsort(-p)[:BARS]
+        title = f"{classes[order[0]]} {p[order[0]]:.0%}"
+        pw = max(box.w, int(draw.textlength(title, font=font)) + 2 * line + 8, 9 * size)  # room for bars
+        step = _line_height(small)
+        rows = size + 6 + len(order) * step
+        px = int(np.clip(x0, 0, max(0, width - pw)))
+        py = y1 + 3 * line + 2 if y1 + 3 * line + 2 + rows <= height else max(0, y0 - 3 * line - 2 - rows)
+        draw.rectangle([px, py, px + pw, py + rows], fill="white", outline="black", width=line)
+        draw.text((px + 4, py + 2), title, fill="black", font=font)
+        y = py + size + 6
+        for rank, k in enumerate(order):
+            label = f"{classes[k]} {p[k]:.0%}"
+            draw.text((px + 4, y), label, fill="black", font=small)
+            bx0 = px + 4 + int(draw.textlength(label, font=small)) + 6
+            bx1 = px + pw - 4
+            if bx1 > bx0:
+                fill = "black" if rank == 0 else (150, 150, 150)
+                draw.rectangle([bx0, y + 2, bx0 + int((bx1 - bx0) * float(p[k])), y + step - 4], fill=fill)
+                draw.rectangle([bx0, y + 2, bx1, y + step - 4], outline="black", width=1)
+            y += step
+
+
+class Annotator:
+    """A model and detector, shared by every input of one `fer annotate`."""
+
+    def __init__(self, model_path: str | os.PathLike, device: str, tta: bool | None, mode: str) -> None:
+        from fercli.engine.device import pick_device
+        from fercli.files.checkpoint import classes_of, load_model, model_tta
+        from fercli.photos.crops import check_mode
+        from fercli.photos.detect import FaceDetector
+
+        self.mode = check_mode(mode)
+        self.device = pick_device(device, announce=False)
+        self.model, meta = load_model(model_path, self.device)
+        self.mean, self.std = meta["normalize"]["mean"], meta["normalize"]["std"]
+        self.tta = model_tta(meta, tta)
+        self.classes = classes_of(meta)
+        self.detector = FaceDetector()
+
+    def probs(self, crops: list[np.ndarray]) -> np.ndarray:
+        from fercli.infer.inference import predict_probs
+
+        if not crops:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        x = torch.from_numpy(np.stack(crops))
+        return predict_probs(self.model, x, self.mean, self.std, self.device, 256, self.tta).numpy()
+
+
+def annotate_images(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: RowWriter, skip_bad: bool,
+                    written: set[Path]) -> int:  # fmt: skip
+    """Annotate every image of one input (a file, folder or zip) into out_dir, in the input's layout
+    (JPEG stays JPEG, anything else becomes PNG); write their CSV rows to `out`; return the face count."""
+    from fercli.data.imagefaces import decode_rgb
+    from fercli.photos.crops import faces_of_images, row_prefix
+
+    count = 0
+    for name, entry, data, found in faces_of_images(path, ann.mode, ann.detector, skip_bad):
+        rgb = decode_rgb(data, name)
+        p = ann.probs([f.crop for f in found])
+        draw_faces(rgb, [(f.box, q) for f, q in zip(found, p)], ann.classes)
+        jpeg = data[:3] == b"\xff\xd8\xff"
+        dest = out_dir / Path(entry.path or Path(path).name).with_suffix(".jpg" if jpeg else ".png")
+        if dest in written:
+            raise FerError(f"{dest} would be written twice (two inputs share the name {dest.name})", USAGE)
+        written.add(dest)
+        with atomic_path(dest) as tmp:
+            rgb.save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 92} if jpeg else {}))
+        out.write(rows([row_prefix(name, f) for f in found], p))
+        out.flush()
+        count += len(found)
+    return count
+
+
+def annotate_video(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: RowWriter, every: int) -> int:
+    """An annotated copy of one video (same container, codec per VIDEO_EXTENSIONS) in out_dir, and rows
+    `frame,time_s,face,x,y,w,h,...` for every face of every `every`-th frame; boxes stay drawn until the
+    next searched frame. Ctrl-C leaves no partial file (the copy is written under a temporary name)."""
+    from fercli.photos.crops import cut
+    from fercli.photos.detect import _cv2
+    from fercli.progress import StepBar
+
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise FerError(f"{path}: cannot read this video (not a video, corrupt, or a codec OpenCV lacks)")
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        ok, frame = cap.read()
+        if not ok:
+            raise FerError(f"{path}: no frame could be decoded")
+        h, w = frame.shape[:2]
+        suffix = Path(path).suffix.lower()
+        dest = out_dir / f"{Path(path).stem}{suffix}"
+        count, index, shown = 0, 0, []
+        with atomic_path(dest, keep_suffix=True) as tmp, StepBar(total or 1, "frames", "frames") as bar:
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_EXTENSIONS[suffix]), fps, (w, h))
+            if not writer.isOpened():
+                raise FerError(f"{dest}: OpenCV cannot write this video format")
+            try:
+                while ok:
+                    if index % every == 0:
+                        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                        boxes = ann.detector(gray)
+                        p = ann.probs([cut(gray, b) for b in boxes])
+                        shown = list(zip(boxes, p))
+                        lead = f"{index},{index / fps:.3f}"
+                        prefixes = [f"{lead},{k},{b.x},{b.y},{b.w},{b.h}" for k, b in enumerate(boxes)]
+                        out.write(rows(prefixes, p))
+                        count += len(boxes)
+                    if shown:
+                        rgb = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                        draw_faces(rgb, shown, ann.classes)
+                        frame = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
+                    writer.write(frame)
+                    bar.advance()
+                    index += 1
+                    ok, frame = cap.read()
+            finally:
+                writer.release()
+        out.flush()
+        console.info(f"{path}: {index} frames, {count} faces in frames every {every}; wrote {dest}")
+        return count
+    finally:
+        cap.release()
+
+
+def annotate(inputs: list[str], out_dir: Path, model_ref: str, *, faces: str = "auto", every: int = 1,
+             probs: bool = False, names: bool = False, tta: bool | None = None, skip_bad: bool = False,
+             device: str = "auto", out: TextIO) -> int:  # fmt: skip
+    """`fer annotate`: images (files, folders, zips) or one video, into out_dir; the CSV to `out`."""
+    from fercli.data.imagefaces import is_image_source
+    from fercli.errors import NOT_FOUND
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.predict import format_rows, probs_header
+
+    if every < 1:
+        raise FerError("--every must be at least 1", USAGE)
+    for path in inputs:
+        if not os.path.exists(path):
+            raise FerError(f"{path}: no such file or folder", NOT_FOUND)
+        if not (is_video(path) or is_image_source(path)):
+            raise FerError(f"{path}: not an image, folder, zip or video (mp4, avi, mov, mkv, m4v)", USAGE)
+    videos = [p for p in inputs if is_video(p)]
+    if videos and len(inputs) > 1:
+        raise FerError("annotate one video per command (its CSV has frame columns); images can go together", USAGE)
+    ann = Annotator(resolve_checkpoint(model_ref), device, tta, faces)
+
+    def rows(prefixes: list[str], p: np.ndarray) -> str:
+        return format_rows(prefixes, p, ann.classes if names else None, probs)
+
+    header = "frame,time_s,face,x,y,w,h,emotion" if videos else "id,face,x,y,w,h,emotion"
+    out.write(header + probs_header(ann.classes, probs) + "\n")
+    if videos:
+        n = annotate_video(ann, videos[0], out_dir, out, rows, every)
+    else:
+        written: set[Path] = set()
+        n = sum(annotate_images(ann, path, out_dir, out, rows, skip_bad, written) for path in inputs)
+        console.info(f"annotated {n} faces in {len(written)} images into {out_dir}")
+    return n

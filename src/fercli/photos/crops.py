@@ -1,0 +1,110 @@
+"""From a photo to the 48x48 faces in it, framed as FER2013 frames its faces.
+
+`--faces` decides how an image is read:
+  whole   the whole image is one face, exactly as before photos were supported (centre square, 48x48)
+  detect  every face the detector finds is one row; an image with none gives no row (and a message)
+  auto    (the default) `whole` for what looks like a face crop: a small image (longer side <= SMALL_SIDE),
+          one face that fills the image (at least FILLS of its shorter side wide), or a square-ish image
+          (sides within SQUARE) in which nothing is found; otherwise `detect`.
+
+Framing: FER2013's crops are what a Haar detector's box holds. On composite photos of FER2013 PublicTest
+faces pasted at known sizes (bench/wild.py), the pasted crop's side over the detected box's side had a
+median of 1.02-1.03 and the centres matched to the pixel, so a face is cut out as its detected box,
+squared, then resized to 48x48 with the filter the whole-image path uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from fercli.classes import IMAGE_SIZE
+from fercli.data.imagefaces import ImageEntry, ImageFaces, decode_face, decode_photo
+from fercli.errors import USAGE, FerError
+from fercli.photos.detect import DETECT_MAX_SIDE, Box, FaceDetector
+
+FACE_MODES = ("auto", "detect", "whole")
+SMALL_SIDE = 96  # pixels: FER2013's 48x48 crops and thumbnails are never searched
+FILLS = 0.5  # share of the shorter side a lone face must span for the image to count as its crop
+SQUARE = 1.25  # longer over shorter side of a square-ish image (face crops are square; photos 4:3, 3:2)
+WHOLE = "whole"
+
+
+@dataclass
+class PhotoFace:
+    face: str  # "0", "1", ... (largest first), or "whole"
+    box: Box  # in the upright photo's full-size pixels
+    crop: np.ndarray  # uint8 [48,48]
+
+
+def check_mode(mode: str) -> str:
+    if mode not in FACE_MODES:
+        raise FerError(f"--faces must be one of {', '.join(FACE_MODES)}, got '{mode}'", USAGE)
+    return mode
+
+
+def cut(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The square around `box` (in gray's pixels; edge pixels repeated past the border) as uint8 [48,48]."""
+    side = max(box.w, box.h)
+    x0, y0 = box.x + (box.w - side) // 2, box.y + (box.h - side) // 2
+    h, w = gray.shape
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    src = np.pad(gray, pad, mode="edge") if pad else gray
+    square = src[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+    img = Image.fromarray(np.ascontiguousarray(square)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def faces_in(data: bytes, where: str, mode: str, detector: FaceDetector | None) -> list[PhotoFace]:
+    """The faces of one image file's bytes, per `mode` (a detector is needed unless mode is whole)."""
+    if mode == WHOLE:
+        return [_whole(data, where, None)]
+    gray, (w, h) = decode_photo(data, where, DETECT_MAX_SIDE)
+    if mode == "auto" and max(w, h) <= SMALL_SIDE:
+        return [_whole(data, where, (w, h))]
+    assert detector is not None
+    f = w / gray.shape[1]  # full-size pixels per decoded pixel (a large JPEG is decoded smaller)
+    boxes = detector(gray)
+    if mode == "auto" and (
+        (not boxes and max(w, h) <= SQUARE * min(w, h)) or (len(boxes) == 1 and boxes[0].w * f >= FILLS * min(w, h))
+    ):
+        return [_whole(data, where, (w, h))]
+    full = [Box(round(b.x * f), round(b.y * f), round(b.w * f), round(b.h * f)) for b in boxes]
+    return [PhotoFace(str(i), fb, cut(gray, b)) for i, (b, fb) in enumerate(zip(boxes, full))]
+
+
+def faces_of_images(path: str, mode: str, detector: FaceDetector | None,
+                    skip_bad: bool) -> Iterator[tuple[str, ImageEntry, bytes, list[PhotoFace]]]:  # fmt: skip
+    """(id, entry, file bytes, faces) for each image of a file, folder or zip, in path order. A bad image
+    raises FerError, or with `skip_bad` is left out; an image without faces is named on stderr."""
+    from fercli import console
+
+    images = ImageFaces(path)
+    for entry in images.entries:
+        name = images.display_name(entry)
+        try:
+            data, where = images.read_bytes(entry)
+            found = faces_in(data, where, mode, detector)
+        except FerError:
+            if not skip_bad:
+                raise
+            continue
+        if not found:
+            console.info(f"{name}: no face found")
+        yield name, entry, data, found
+
+
+def row_prefix(name: str, f: PhotoFace) -> str:
+    """The CSV fields before the emotion: `id,face,x,y,w,h`."""
+    from fercli.infer.predict import csv_field
+
+    return f"{csv_field(name)},{f.face},{f.box.x},{f.box.y},{f.box.w},{f.box.h}"
+
+
+def _whole(data: bytes, where: str, size: tuple[int, int] | None) -> PhotoFace:
+    if size is None:
+        size = decode_photo(data, where, IMAGE_SIZE)[1]
+    return PhotoFace(WHOLE, Box(0, 0, *size), decode_face(data, where))
