@@ -1,0 +1,114 @@
+"""The Typer app, its global options, and the options and helpers several commands share.
+
+Nothing heavy at module level: `fer --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from fercli import __version__, console
+
+app = typer.Typer(
+    name="fer",
+    help="Facial expression recognition on FER2013-style data: prep, train, eval, predict, explain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = {"on": bool(os.environ.get("FER_DEBUG"))}
+
+
+def debug_on() -> bool:
+    """--debug or FER_DEBUG: let errors show their traceback."""
+    return _debug["on"]
+
+
+def completion(values: tuple[str, ...] | str):
+    """Shell completion of an option's values: a fixed tuple, or "networks" (the registry, read on demand)."""
+
+    def complete(incomplete: str) -> list[str]:
+        if values == "networks":
+            from fercli.models import names
+
+            choices = names()
+        else:
+            choices = list(values)
+        return [v for v in choices if v.startswith(incomplete)]
+
+    return complete
+
+
+# Options that several commands share, declared once.
+DEVICE_OPT = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps.")
+PROJECT_OPT = typer.Option(Path("runs"), help="Where to look for the newest run.")
+DATA_OPT = typer.Option(None, "--data", "-d", help="Prepared data file (default fer-data.safetensors).")
+FORCE_OPT = typer.Option(False, "--force", help="Score a split even when it holds this model's training faces.")
+TTA_OPT = typer.Option(
+    None, "--tta/--no-tta", help="Average over a horizontal flip (default: as the model was validated in training)."
+)
+MODEL_OPT = typer.Option(
+    None, "--model", "-m", help="Checkpoint, run folder or builtin (default: the newest run's best)."
+)
+FACES_OPT = typer.Option(
+    "auto", "--faces", help="Images: auto (find faces unless the image is a face crop), detect (always find "
+    "faces; needs fercli[faces]) or whole (the whole image is one face).",
+    autocompletion=completion(("auto", "detect", "whole")),
+)  # fmt: skip
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fercli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on stderr but errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors (or set FER_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (or FER_THREADS; default: the CPUs this process may use)."
+    ),
+) -> None:
+    from fercli.engine.threads import configure
+
+    console.reset(quiet=quiet)
+    _debug["on"] = _debug["on"] or debug
+    configure(threads)  # before any command imports torch
+
+
+def data_path(data: Path | None) -> str:
+    from fercli.data.prepared import DEFAULT_DATA
+
+    if data is None:
+        console.default_used("--data", DEFAULT_DATA)
+        return DEFAULT_DATA
+    return str(data)
+
+
+
+
+def load_model_on(model: Path | None, project: Path, device: str):
+    """MODEL (default: newest run's best) on the chosen device: (network, metadata, device)."""
+    from fercli.engine.device import pick_device
+    from fercli.files.checkpoint import load_model
+    from fercli.files.runs import resolve_checkpoint
+
+    dev = pick_device(device, announce=False)
+    net, meta = load_model(resolve_checkpoint(model, project), dev)
+    return net, meta, dev
+
+
+def model_and_data(model: Path | None, data: Path | None, project: Path, device: str):
+    """load_model_on plus the prepared data (default path): (network, metadata, data, device)."""
+    from fercli.data.prepared import PreparedData
+
+    net, meta, dev = load_model_on(model, project, device)
+    return net, meta, PreparedData.open(data_path(data)), dev

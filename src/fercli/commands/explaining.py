@@ -1,0 +1,148 @@
+"""What a network looks at and what its data gets wrong: `fer saliency`, `fer ascent`, `fer audit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fercli import console
+from fercli.classes import SPLITS
+from fercli.commands.app import (
+    DATA_OPT,
+    DEVICE_OPT,
+    MODEL_OPT,
+    PROJECT_OPT,
+    TTA_OPT,
+    app,
+    completion,
+    load_model_on,
+    model_and_data,
+)
+
+
+@app.command()
+def saliency(
+    index: list[int] = typer.Option(None, "--index", "-i", help="Face index within the split; repeatable."),
+    model: Path | None = MODEL_OPT,
+    data: Path | None = DATA_OPT,
+    split: str = typer.Option("val", help="Split the indices refer to.", autocompletion=completion(SPLITS)),
+    method: str = typer.Option(
+        "grad",
+        help="grad, smoothgrad, ig, gradcam or all.",
+        autocompletion=completion(("grad", "smoothgrad", "ig", "gradcam", "all")),
+    ),
+    target: str = typer.Option("pred", help="Class to explain: pred, label, one of the model's class names or codes."),
+    per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per class instead of --index."),
+    out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write."),
+    npy: Path | None = typer.Option(
+        None, "--npy", help="Also write the raw maps (faces x methods x 48 x 48, .npy) here."
+    ),
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
+) -> None:
+    """Saliency maps: which pixels move the class score (grad, smoothgrad, integrated gradients, Grad-CAM)."""
+    import numpy as np
+
+    from fercli.explain.saliency import explain, face_labels, methods_for, per_class_figure, pick_faces, saliency_figure
+    from fercli.files.atomic import atomic_path
+    from fercli.files.checkpoint import classes_of
+
+    methods = methods_for(method)
+    net, meta, d, dev = model_and_data(model, data, project, device)
+    classes = classes_of(meta)
+    idx, captions = pick_faces(d, split, index, per_class, classes)
+    images, labels = np.array(d.images[idx]), face_labels(classes, d, idx)
+    res = explain(net, meta, images, labels, methods, target, dev)
+    if per_class:
+        per_class_figure(images, labels, res, out, per_class)
+    else:
+        saliency_figure(images, labels, res, captions, out)
+    if npy is not None:
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, res["maps"])
+    console.info(f"wrote {out}" + (f" and {npy}" if npy else ""))
+
+
+@app.command()
+def ascent(
+    layer: str = typer.Option("-1", "--layer", "-l", help="Conv layer name or position (-1 last); `list` lists them."),
+    filters: str = typer.Option("0:16", help="Filters as start:stop or a,b,c (classes with --class-vis)."),
+    steps: int = typer.Option(200, help="Ascent steps."),
+    lr: float = typer.Option(0.1, help="Initial step size (normalised gradient units); decays to 10%."),
+    jitter: int = typer.Option(2, help="Random shift per step, pixels."),
+    tv: float = typer.Option(0.05, help="Total-variation penalty weight."),
+    blur_every: int = typer.Option(4, help="Blur every N steps (0 = never)."),
+    class_vis: bool = typer.Option(False, "--class-vis", help="Maximise class scores instead of filters."),
+    model: Path | None = MODEL_OPT,
+    out: Path = typer.Option(Path("ascent.png"), "--out", "-o", help="PNG to write."),
+    seed: int = typer.Option(0, help="Seed of the starting noise and the jitter."),
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
+) -> None:
+    """Gradient-ascent images: what excites each filter of a layer (or each class)."""
+    from fercli.explain.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
+
+    net, meta, dev = load_model_on(model, project, device)
+    if layer == "list":
+        for name, conv in conv_layers(net).items():
+            console.data_out(f"{name},{conv.out_channels}")
+        return
+    if class_vis:
+        from fercli.files.checkpoint import classes_of
+
+        classes = classes_of(meta)
+        name, chosen = None, parse_filters(filters if filters != "0:16" else f"0:{len(classes)}", len(classes))
+        labels, title = class_labels(chosen, classes), "class visualisation"
+    else:
+        name, conv = pick_layer(net, layer)
+        chosen = parse_filters(filters, conv.out_channels)
+        labels, title = [f"filter {f}" for f in chosen], f"layer {name}"
+    from fercli.progress import StepBar
+
+    with StepBar(steps, "ascent") as bar:
+        imgs = ascend(net, meta, name, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev, bar.advance)
+    ascent_figure(imgs, labels, title, out)
+    console.info(f"wrote {out}")
+
+
+@app.command()
+def audit(
+    model: Path | None = MODEL_OPT,
+    data: Path | None = DATA_OPT,
+    split: str = typer.Option("train", help="Split to audit.", autocompletion=completion(SPLITS)),
+    top: int = typer.Option(8, help="Suspects per class."),
+    out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write."),
+    tta: bool | None = TTA_OPT,
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
+) -> None:
+    """Faces most likely mislabelled (highest loss under their label): a gallery PNG, and CSV on stdout."""
+    import numpy as np
+
+    from fercli.data.crowd import VOTE_COLUMNS
+    from fercli.errors import USAGE, FerError
+    from fercli.explain.audit import audit_figure, audit_split, crowd_view
+    from fercli.files.checkpoint import classes_of
+
+    if top < 1:
+        raise FerError("--top must be at least 1", USAGE)
+    net, meta, d, dev = model_and_data(model, data, project, device)
+    classes = classes_of(meta)
+    idx, rows = audit_split(net, meta, d, split, top, dev, tta)
+    audit_figure(np.array(d.images[idx]), rows, top, out, classes)
+    from fercli.infer.predict import csv_field
+
+    # With FER+ votes: what the crowd voted for most, and with what share of its votes.
+    votes = d.votes[idx[[r["i"] for r in rows]]] if d.votes is not None and rows else None
+    crowd = crowd_view(votes) if votes is not None else None
+    header = "index,source_row,source,given,predicted,confidence,loss"
+    console.data_out(header + (",crowd,crowd_share" if crowd else ""))
+    for k, r in enumerate(rows):
+        i = idx[r["i"]]
+        extra = ""
+        if crowd is not None:  # empty cells for a face without votes
+            extra = f",{VOTE_COLUMNS[crowd[0][k]]},{crowd[1][k]:.2f}" if votes[k].sum() else ",,"
+        console.data_out(f"{i},{d.rows[i]},{csv_field(d.source_name(i))},{classes[r['given']]},"
+                         f"{classes[r['predicted']]},{r['confidence']:.4f},{r['loss']:.4f}{extra}")  # fmt: skip
+    console.info(f"wrote {out}")

@@ -1,0 +1,127 @@
+"""Using a trained model: `fer eval`, `fer predict`, `fer annotate`, `fer confmat`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from fercli import console
+from fercli.classes import SPLITS
+from fercli.commands.app import (
+    DATA_OPT,
+    DEVICE_OPT,
+    FACES_OPT,
+    FORCE_OPT,
+    PROJECT_OPT,
+    TTA_OPT,
+    app,
+    completion,
+    data_path,
+)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path | None = typer.Argument(
+        None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
+    ),
+    data: Path | None = DATA_OPT,
+    split: str = typer.Option("val", help="Split to evaluate: val, test or train.", autocompletion=completion(SPLITS)),
+    tta: bool | None = TTA_OPT,
+    json_out: bool = typer.Option(False, "--json", help="The metrics as one JSON object on stdout."),
+    force: bool = FORCE_OPT,
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
+) -> None:
+    """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
+    import json
+
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.evaluate import evaluate, metrics_table
+
+    m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force)
+    console.show(metrics_table(m))
+    if json_out:
+        console.data_out(json.dumps(m))
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Checkpoint (.safetensors), run folder, or builtin (the shipped model)."),
+    inputs: list[str] = typer.Argument(
+        ..., help="CSV (any layout, or - for stdin), prepared file, image or photo, folder or zip."
+    ),
+    tta: bool | None = TTA_OPT,
+    probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
+    names: bool = typer.Option(False, "--names", help="Class names instead of codes (0..6 FER2013, 0..7 FER+)."),
+    batch: int = typer.Option(256, help="Faces per forward pass."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
+    device: str = DEVICE_OPT,
+    faces: str = FACES_OPT,
+) -> None:
+    """Predict emotions; CSV `id,emotion` on stdout (and nothing else there); for images, one row per face:
+    `id,face,x,y,w,h,emotion`."""
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.predict import predict_stream
+
+    ckpt = resolve_checkpoint(model)
+    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad, faces=faces)
+    if out is None:
+        n = predict_stream(ckpt, inputs, sys.stdout, **kw)
+    else:
+        from fercli.files.atomic import atomic_path
+
+        with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+            n = predict_stream(ckpt, inputs, f, **kw)
+    console.info(f"predicted {n} faces" + (f" into {out}" if out else ""))
+
+
+@app.command()
+def annotate(
+    inputs: list[str] = typer.Argument(..., help="Images, folders or zips of images; or one video (mp4, avi, mov)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the annotated copies."),
+    model: Path = typer.Option(Path("builtin"), "--model", "-m", help="Checkpoint, run folder or builtin."),
+    faces: str = FACES_OPT,
+    every: int = typer.Option(1, "--every", help="Video: search every Nth frame (boxes stay drawn until the next)."),
+    probs: bool = typer.Option(False, "--probs", help="Add one probability column per class to the CSV."),
+    names: bool = typer.Option(False, "--names", help="Class names instead of codes in the CSV."),
+    tta: bool | None = TTA_OPT,
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad images instead of stopping."),
+    device: str = DEVICE_OPT,
+) -> None:
+    """Draw a box, the emotion and probability bars on every face; the CSV of the faces on stdout."""
+    from fercli.photos.annotate import annotate as run_annotate
+
+    run_annotate(inputs, out_dir, str(model), faces=faces, every=every, probs=probs, names=names, tta=tta,
+                 skip_bad=skip_bad, device=device, out=sys.stdout)  # fmt: skip
+
+
+@app.command()
+def confmat(
+    model: Path | None = typer.Argument(
+        None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
+    ),
+    data: Path | None = DATA_OPT,
+    split: str = typer.Option("val", help="Split: val, test or train.", autocompletion=completion(SPLITS)),
+    out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write."),
+    normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
+    csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
+    tta: bool | None = TTA_OPT,
+    force: bool = FORCE_OPT,
+    device: str = DEVICE_OPT,
+    project: Path = PROJECT_OPT,
+) -> None:
+    """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
+    from fercli.files.runs import resolve_checkpoint
+    from fercli.infer.evaluate import confmat_figure, evaluate
+
+    m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force)
+    confmat_figure(m, out, normalize_only=normalize)
+    if csv_out:
+        console.data_out("true\\predicted," + ",".join(m["classes"]))
+        for c, row in zip(m["classes"], m["confusion"]):
+            console.data_out(c + "," + ",".join(map(str, row)))
+    console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")
