@@ -25,7 +25,7 @@ from fercli.commands.app import (
 @app.command("eval")
 def eval_cmd(
     model: Path | None = typer.Argument(
-        None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
+        None, help="Checkpoint, run folder or builtin (default: the newest run's best.safetensors)."
     ),
     data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split to evaluate: val, test or train.", autocompletion=completion(SPLITS)),
@@ -102,7 +102,7 @@ def annotate(
 @app.command()
 def confmat(
     model: Path | None = typer.Argument(
-        None, help="Checkpoint or run folder (default: the newest run's best.safetensors)."
+        None, help="Checkpoint, run folder or builtin (default: the newest run's best.safetensors)."
     ),
     data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split: val, test or train.", autocompletion=completion(SPLITS)),
