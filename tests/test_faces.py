@@ -144,9 +144,10 @@ def test_a_video_gives_a_row_per_sampled_frame_and_an_annotated_copy(fer, traine
     face = np.asarray(Image.fromarray(skdata.astronaut()[55:185, 165:295]).convert("L"))
     clip = tmp_path / "clip.mp4"
     _video(clip, 12, face)
-    r = fer("annotate", clip, "-o", tmp_path / "out", "-m", trained_synthetic[0], "--every", "3", "--names")
-    assert r.code == 0, r.err
-    lines = r.out.strip().splitlines()
+    r = fer("annotate", clip, "-o", tmp_path / "out", "-m", trained_synthetic[0], "--every", "3", "--names",
+            "--csv", tmp_path / "faces.csv")  # fmt: skip
+    assert r.code == 0 and r.out == "", r.err
+    lines = (tmp_path / "faces.csv").read_text().strip().splitlines()
     assert lines[0] == "frame,time_s,face,x,y,w,h,emotion"
     rows = [line.split(",") for line in lines[1:]]
     assert [row[0] for row in rows] == ["0", "3", "6", "9"] and all(row[2] == "0" for row in rows)

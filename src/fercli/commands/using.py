@@ -91,12 +91,20 @@ def annotate(
     tta: bool | None = TTA_OPT,
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad images instead of stopping."),
     device: str = DEVICE_OPT,
+    csv_out: Path | None = typer.Option(None, "--csv", help="Write the CSV to FILE (atomically) instead of stdout."),
 ) -> None:
     """Draw a box, the emotion and probability bars on every face; the CSV of the faces on stdout."""
     from fercli.photos.annotate import annotate as run_annotate
 
-    run_annotate(inputs, out_dir, str(model), faces=faces, every=every, probs=probs, names=names, tta=tta,
-                 skip_bad=skip_bad, device=device, out=sys.stdout)  # fmt: skip
+    kw = dict(faces=faces, every=every, probs=probs, names=names, tta=tta, skip_bad=skip_bad, device=device)
+    if csv_out is None:
+        run_annotate(inputs, out_dir, str(model), out=sys.stdout, **kw)
+        return
+    from fercli.files.atomic import atomic_path
+
+    with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as f:
+        run_annotate(inputs, out_dir, str(model), out=f, **kw)
+    console.info(f"wrote {csv_out}")
 
 
 @app.command()
