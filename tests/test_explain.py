@@ -170,3 +170,19 @@ def test_audit_finds_flipped_labels(trained, tmp_path, fer):
     assert lines[0] == "index,source_row,source,given,predicted,confidence,loss" and len(lines) == 1 + 7 * 3
     assert all(line.split(",")[2] == "synthetic" for line in lines[1:])
     _png_ok(tmp_path / "audit.png")
+
+
+def test_audit_figure_titles_name_the_classes(tmp_path, monkeypatch):
+    """Titles read given -> predicted by class name, also when the predicted class is one no suspect was
+    given (a local list of the given classes once shadowed the names and raised IndexError here)."""
+    from fercli import plots
+    from fercli.classes import CLASSES
+    from fercli.explain.audit import audit_figure
+
+    figs = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figs.append(fig))
+    rows = [{"i": 0, "given": 0, "predicted": 5, "confidence": 0.9, "loss": 2.0},
+            {"i": 1, "given": 2, "predicted": 0, "confidence": 0.8, "loss": 1.5}]  # fmt: skip
+    audit_figure(np.zeros((2, 48, 48), np.uint8), rows, 1, tmp_path / "a.png", CLASSES)
+    titles = [ax.get_title() for ax in figs[0].axes if ax.get_title()]
+    assert titles == [f"{CLASSES[0]} -> {CLASSES[5]}\n90%", f"{CLASSES[2]} -> {CLASSES[0]}\n80%"]

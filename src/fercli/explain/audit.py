@@ -71,11 +71,11 @@ def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path:
     from fercli.plots import pyplot, save_figure
 
     plt = pyplot()
-    classes = sorted({r["given"] for r in rows})
-    fig, axes = plt.subplots(len(classes), top, figsize=(1.6 * top, 1.9 * len(classes) + 0.4), squeeze=False)
+    given = sorted({r["given"] for r in rows})
+    fig, axes = plt.subplots(len(given), top, figsize=(1.6 * top, 1.9 * len(given) + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ri, c in enumerate(classes):
+    for ri, c in enumerate(given):
         for j, r in enumerate([r for r in rows if r["given"] == c]):
             ax = axes[ri, j]
             ax.imshow(images[r["i"]], cmap="gray", vmin=0, vmax=255)
