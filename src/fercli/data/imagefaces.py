@@ -96,10 +96,15 @@ def _opened(data: bytes, where: str, draft_side: int | None,
 
 def decode_face(data: bytes, where: str) -> np.ndarray:
     """Bytes of any image file -> uint8 [48,48]; a clear error naming `where` if it cannot be used."""
-    with _opened(data, where, IMAGE_SIZE) as (img, _):
+    return decode_face_sized(data, where)[0]
+
+
+def decode_face_sized(data: bytes, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """decode_face, and the image's full upright size (width, height)."""
+    with _opened(data, where, IMAGE_SIZE) as (img, full):
         if img.size != (IMAGE_SIZE, IMAGE_SIZE):
             img = ImageOps.fit(img, (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        return np.asarray(img, dtype=np.uint8), full
 
 
 def decode_rgb(data: bytes, where: str) -> Image.Image:

@@ -54,14 +54,14 @@ def read_source(path: str, skip_bad: bool) -> tuple[Source, BadRows]:
     splits = np.concatenate([c.splits for c in chunks])
     if not reader.has_usage:
         splits = np.full(len(labels), _default_split(path, reader.labeled), dtype=np.int8)
-    rows = np.concatenate([c.rows for c in chunks])
+    data_rows = np.concatenate([c.rows for c in chunks])
+    rows = data_rows
     if reader.i_id is not None:
         try:
             rows = np.asarray([int(i) for c in chunks for i in c.ids], dtype=np.int64)
         except ValueError:
             pass  # non-numeric ids: keep row numbers
     info = {"path": reader.name, "kind": "csv", "columns": reader.header, "rows": len(rows)}
-    data_rows = np.concatenate([c.rows for c in chunks])
     src = Source([c.images for c in chunks], labels, splits, rows, info, data_rows=data_rows,
                  has_usage=reader.has_usage)  # fmt: skip
     return src, reader.bad

@@ -47,6 +47,11 @@ class Recipe:
     def augments(self) -> bool:
         return bool(self.rotate or self.scale or self.translate or self.flip or self.erase)
 
+    @property
+    def arch_args(self) -> dict[str, Any]:
+        """The network's arguments beyond its class count, as checkpoints record them."""
+        return {} if self.width is None else {"width": self.width}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -124,7 +124,7 @@ def open_resume(ref: str, project: str) -> tuple[Path, dict[str, Any], Recipe, T
     if "resume" not in meta:
         raise FerError(f"{ckpt}: holds no resume state (only last.safetensors does)", USAGE)
     recipe = Recipe.from_dict(meta.get("recipe"), str(ckpt))
-    if recipe.arch != meta["arch"] or arch_args != ({} if recipe.width is None else {"width": recipe.width}):
+    if recipe.arch != meta["arch"] or arch_args != recipe.arch_args:
         raise FerError(f"{ckpt}: its recipe names another network than its weights")
     state = TrainState.from_json(ckpt, meta["resume"])
     data_ref = meta.get("data")

@@ -69,7 +69,7 @@ def train(recipe: Recipe, run: RunSettings, resume: str | None = None) -> dict[s
 def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distributed.Group) -> dict[str, Any]:
     t_begin = time.perf_counter()  # a --time budget counts from here
     s, st, perm = set_up(recipe, run, resume, group)
-    meter = _Meter(s.device)
+    meter = _Meter(s.device, s.targets.soft)
     pace = Pace(first_step=st.global_step, steps_only=group.active)
     cadence = _Cadence()
     epochs_shown = 0 if st.total_steps is None else s.epochs_in(st.total_steps)  # 0: not known yet
@@ -243,14 +243,15 @@ class _Meter:
     """Train loss and correct counts, summed on the device between syncs: reading them back (.item()) is
     a CPU-GPU sync, done only when progress is shown, a checkpoint saved or an epoch ends."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, soft: bool) -> None:
+        self.soft = soft  # targets are vote shares [B,classes]: a prediction is correct on their majority
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.pending = 0  # faces added since the last drain
         self.seen_at_start = 0  # st.sums["seen"] when this session's epoch began (images/s)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        labels = y.argmax(1) if y.ndim == 2 else y  # vote shares: their majority class
+        labels = y.argmax(1) if self.soft else y
         self.loss += loss.detach() * len(y)
         self.correct += (logits.argmax(1) == labels).sum()
         self.pending += len(y)

@@ -55,22 +55,18 @@ def evaluate(
     "crowd" says how much of the crowd's vote the predicted class got on average."""
     from fercli.data import crowd
     from fercli.data.prepared import PreparedData
-    from fercli.engine.device import pick_device
-    from fercli.files.checkpoint import classes_of, load_model, model_tta
-    from fercli.infer.inference import predict_probs
+    from fercli.infer.inference import Predictor
 
     data = PreparedData.open(data_path)
-    dev = pick_device(device, announce=False)
-    model, meta = load_model(model_path, dev)
-    classes = classes_of(meta)
+    predictor = Predictor.load(model_path, device, tta)
+    meta, classes, tta = predictor.meta, predictor.classes, predictor.tta
     idx, truth = crowd.scored_faces(classes, data, split)
     if not len(idx):
         what = "labeled faces" if classes == CLASSES else "faces with a clear FER+ majority"
         raise FerError(f"{data_path}: the {split} split has no {what} to evaluate on")
     if split != "train":
         check_no_leak(model_path, meta, data, idx, split, force)
-    norm, tta = meta["normalize"], model_tta(meta, tta)
-    probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], dev, tta=tta)
+    probs = predictor.probs(data.images[idx])
     pred = probs.argmax(1).numpy()
     out = metrics_from_confusion(confusion(truth, pred, len(classes)), classes)
     out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta,

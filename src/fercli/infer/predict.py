@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 import numpy as np
-import torch
 
 from fercli.errors import NOT_FOUND, USAGE, FerError
 
@@ -29,21 +28,15 @@ def _faces(
     from fercli.data.imagefaces import ImageFaces, is_image_source
     from fercli.data.prepared import PreparedData
 
-    def rows(ids: list[str], size: int = 48) -> list[str]:
-        end = f",whole,0,0,{size},{size}" if tag else ""
+    def rows(ids: list[str]) -> list[str]:
+        end = ",whole,0,0,48,48" if tag else ""
         return [csv_field(id_prefix + i) + end for i in ids]
 
     if is_image_source(path):
         faces = ImageFaces(path)
-        ids, imgs = [], []
-        for _, entry, img in faces.decoded(skip_bad):
-            ids.append(faces.display_name(entry))
-            imgs.append(img)
-            if len(imgs) == batch:
-                yield rows(ids), np.stack(imgs)
-                ids, imgs = [], []
-        if imgs:
-            yield rows(ids), np.stack(imgs)
+        named = ((faces.display_name(entry), img) for _, entry, img in faces.decoded(skip_bad))
+        for ids, imgs in _in_batches(named, batch):
+            yield rows(ids), imgs
     elif path.lower().endswith(".safetensors"):
         data = PreparedData.open(path)
         for i in range(0, len(data), batch):
@@ -60,16 +53,21 @@ def _photo_faces(
     image read per `mode` (photos/crops.py)."""
     from fercli.photos.crops import faces_of_images, row_prefix
 
-    prefixes, crops = [], []
-    for name, _, _, found in faces_of_images(path, mode, detector, skip_bad):
-        for f in found:
-            prefixes.append(row_prefix(name, f))
-            crops.append(f.crop)
-            if len(crops) == batch:
-                yield prefixes, np.stack(crops)
-                prefixes, crops = [], []
-    if crops:
-        yield prefixes, np.stack(crops)
+    found = faces_of_images(path, mode, detector, skip_bad)
+    yield from _in_batches(((row_prefix(name, f), f.crop) for name, _, _, faces in found for f in faces), batch)
+
+
+def _in_batches(rows: Iterator[tuple[str, np.ndarray]], batch: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(row prefix, uint8 face [48,48]) pairs gathered into blocks of `batch`: (prefixes, faces [n,48,48])."""
+    prefixes, faces = [], []
+    for prefix, face in rows:
+        prefixes.append(prefix)
+        faces.append(face)
+        if len(faces) == batch:
+            yield prefixes, np.stack(faces)
+            prefixes, faces = [], []
+    if faces:
+        yield prefixes, np.stack(faces)
 
 
 def _primed(blocks: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -120,9 +118,7 @@ def predict_stream(
     """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out` (`id,face,x,y,w,h,
     emotion,...` when an input is images and `faces` is not whole); return the count."""
     from fercli.data.imagefaces import is_image_source
-    from fercli.engine.device import pick_device
-    from fercli.files.checkpoint import classes_of, load_model, model_tta
-    from fercli.infer.inference import predict_probs
+    from fercli.infer.inference import Predictor
     from fercli.photos.crops import WHOLE, check_mode
 
     if batch < 1:
@@ -137,10 +133,7 @@ def predict_stream(
         if os.path.abspath(path) in seen:
             raise FerError(f"{path} is given twice (its ids would repeat)", USAGE)
         seen.add(os.path.abspath(path))
-    dev = pick_device(device, announce=False)
-    model, meta = load_model(model_path, dev)
-    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
-    tta = model_tta(meta, tta)
+    predictor = Predictor.load(model_path, device, tta)
     photos = faces != WHOLE and any(is_image_source(p) for p in inputs)
     detector = None
     if photos:
@@ -157,13 +150,13 @@ def predict_stream(
 
     # Every input's first block is read before the header is written: a bad input leaves no output.
     streams = [_primed(stream(path)) for path in inputs]
-    classes = classes_of(meta)  # the checkpoint's own: FER2013's 7 or FER+'s 8
+    classes = predictor.classes  # the checkpoint's own: FER2013's 7 or FER+'s 8
     header = ("id,face,x,y,w,h,emotion" if photos else "id,emotion") + probs_header(classes, probs)
     out.write(header + "\n")
     count = 0
     for blocks in streams:
         for prefixes, crops in blocks:
-            p = predict_probs(model, torch.from_numpy(np.array(crops)), mean, std, dev, batch, tta)
+            p = predictor.probs(crops, batch)
             out.write(format_rows(prefixes, p.numpy(), classes if names else None, probs))
             out.flush()
             count += len(prefixes)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from fercli import console
@@ -78,26 +77,20 @@ class Annotator:
     """A model and detector, shared by every input of one `fer annotate`."""
 
     def __init__(self, model_path: str | os.PathLike, device: str, tta: bool | None, mode: str) -> None:
-        from fercli.engine.device import pick_device
-        from fercli.files.checkpoint import classes_of, load_model, model_tta
+        from fercli.infer.inference import Predictor
         from fercli.photos.crops import check_mode
         from fercli.photos.detect import FaceDetector
 
         self.mode = check_mode(mode)
-        self.device = pick_device(device, announce=False)
-        self.model, meta = load_model(model_path, self.device)
-        self.mean, self.std = meta["normalize"]["mean"], meta["normalize"]["std"]
-        self.tta = model_tta(meta, tta)
-        self.classes = classes_of(meta)
+        self.predictor = Predictor.load(model_path, device, tta)
+        self.classes = self.predictor.classes
         self.detector = FaceDetector()
 
     def probs(self, crops: list[np.ndarray]) -> np.ndarray:
-        from fercli.infer.inference import predict_probs
-
+        """float32 [n,classes] for n uint8 faces [48,48] (n may be 0: a photo without faces)."""
         if not crops:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        x = torch.from_numpy(np.stack(crops))
-        return predict_probs(self.model, x, self.mean, self.std, self.device, 256, self.tta).numpy()
+        return self.predictor.probs(np.stack(crops), 256).numpy()
 
 
 def annotate_images(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: RowWriter, skip_bad: bool,

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fercli.classes import IMAGE_SIZE
-from fercli.data.imagefaces import ImageEntry, ImageFaces, decode_face, decode_photo
+from fercli.data.imagefaces import ImageEntry, ImageFaces, decode_face_sized, decode_photo
 from fercli.errors import USAGE, FerError
 from fercli.photos.detect import DETECT_MAX_SIDE, Box, FaceDetector
 
@@ -61,17 +61,17 @@ def cut(gray: np.ndarray, box: Box) -> np.ndarray:
 def faces_in(data: bytes, where: str, mode: str, detector: FaceDetector | None) -> list[PhotoFace]:
     """The faces of one image file's bytes, per `mode` (a detector is needed unless mode is whole)."""
     if mode == WHOLE:
-        return [_whole(data, where, None)]
+        return [_whole(data, where)]
     gray, (w, h) = decode_photo(data, where, DETECT_MAX_SIDE)
     if mode == "auto" and max(w, h) <= SMALL_SIDE:
-        return [_whole(data, where, (w, h))]
+        return [_whole(data, where)]
     assert detector is not None
     f = w / gray.shape[1]  # full-size pixels per decoded pixel (a large JPEG is decoded smaller)
     boxes = detector(gray)
     if mode == "auto" and (
         (not boxes and max(w, h) <= SQUARE * min(w, h)) or (len(boxes) == 1 and boxes[0].w * f >= FILLS * min(w, h))
     ):
-        return [_whole(data, where, (w, h))]
+        return [_whole(data, where)]
     full = [Box(round(b.x * f), round(b.y * f), round(b.w * f), round(b.h * f)) for b in boxes]
     return [PhotoFace(str(i), fb, cut(gray, b)) for i, (b, fb) in enumerate(zip(boxes, full))]
 
@@ -104,7 +104,7 @@ def row_prefix(name: str, f: PhotoFace) -> str:
     return f"{csv_field(name)},{f.face},{f.box.x},{f.box.y},{f.box.w},{f.box.h}"
 
 
-def _whole(data: bytes, where: str, size: tuple[int, int] | None) -> PhotoFace:
-    if size is None:
-        size = decode_photo(data, where, IMAGE_SIZE)[1]
-    return PhotoFace(WHOLE, Box(0, 0, *size), decode_face(data, where))
+def _whole(data: bytes, where: str) -> PhotoFace:
+    """The whole image as one face, decoded exactly as before photos were supported."""
+    face, size = decode_face_sized(data, where)
+    return PhotoFace(WHOLE, Box(0, 0, *size), face)
