@@ -18,9 +18,12 @@ BAD_INPUT_CASES: Counter = Counter()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if BAD_INPUT_CASES:
-        kinds = ", ".join(f"{k} {n}" for k, n in sorted(BAD_INPUT_CASES.items()))
-        terminalreporter.write_line(f"bad-input suite: {sum(BAD_INPUT_CASES.values())} cases ran ({kinds})")
+    for suite, prefix in (("bad-input", ""), ("hostile-input", "hostile-")):
+        counts = {k.removeprefix(prefix): n for k, n in BAD_INPUT_CASES.items()
+                  if k.startswith("hostile-") == bool(prefix)}  # fmt: skip
+        if counts:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+            terminalreporter.write_line(f"{suite} suite: {sum(counts.values())} cases ran ({kinds})")
 
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
@@ -62,6 +65,43 @@ def fer(capsys, monkeypatch):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+def fer_in_process(*args: object) -> tuple[int, str, str]:
+    """`fer ARGS` in this process: (exit code, stderr, stdout). Exceptions other than SystemExit escape.
+    Usable inside hypothesis tests (no function-scoped fixture)."""
+    import contextlib
+    import io
+
+    from fercli import cli
+
+    err, out, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["fer", *map(str, args)]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, err.getvalue(), out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained vgg4s at 1/8 width (FER2013's 7 classes): the fastest checkpoint to predict with."""
+    from fercli import models
+    from fercli.classes import CLASSES, IMAGE_SIZE
+    from fercli.files.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("tiny") / "model.safetensors"
+    net = models.create("vgg4s", width=0.125)
+    meta = {"arch": "vgg4s", "arch_args": {"width": 0.125}, "classes": list(CLASSES), "image_size": IMAGE_SIZE,
+            "normalize": {"mean": 0.5, "std": 0.25}}  # fmt: skip
+    save_checkpoint(path, net.state_dict(), meta)
+    return path
 
 
 def fer_subprocess(*args: str, input: bytes | None = None, env: dict | None = None, cwd=None):

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import signal
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from PIL import Image
 from fercli.errors import FerError
 
 from conftest import BAD_INPUT_CASES, faces, interrupted_run, pixels_text, read_all_faces
+from conftest import fer_in_process as fer
 
 settings.register_profile(
     "ci",
@@ -67,24 +67,6 @@ def case(kind: str) -> Iterator[Path]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-def fer(*args: object) -> tuple[int, str, str]:
-    """`fer ARGS` in this process: (exit code, stderr, stdout). Exceptions other than SystemExit escape."""
-    from fercli import cli
-
-    err, out, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["fer", *map(str, args)]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, err.getvalue(), out.getvalue()
 
 
 def clean_outcome(code: int, err: str, output: Path) -> bool:

@@ -53,6 +53,7 @@ def test_shell_completion_offers_option_values():
 
 def test_thread_policy_precedence(monkeypatch):
     import os
+    import sys
 
     import torch
 
@@ -64,11 +65,16 @@ def test_thread_policy_precedence(monkeypatch):
         for k in ("FER_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"):
             monkeypatch.delenv(k, raising=False)
         monkeypatch.setattr(threads, "usable_cpus", lambda: 3)
+        monkeypatch.setattr(threads, "others_running", lambda: True)
+        threads.configure()  # torch already loaded: its OpenMP has read the policy, so no sampling
+        assert "OMP_WAIT_POLICY" not in os.environ
+        assert torch.get_num_threads() == 3  # but the thread count is applied at once
+        monkeypatch.delitem(sys.modules, "torch")  # as before torch is imported
         monkeypatch.setattr(threads, "others_running", lambda: False)
         assert threads.configure() == 3 and "OMP_WAIT_POLICY" not in os.environ  # idle: OpenMP's default
         monkeypatch.setattr(threads, "others_running", lambda: True)
         assert threads.configure() == 3 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # busy: threads sleep
-        assert torch.get_num_threads() == 3  # torch already loaded: applied at once
+        monkeypatch.setitem(sys.modules, "torch", torch)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert threads.configure() == 2  # the user's OpenMP setting is kept
         monkeypatch.setenv("FER_THREADS", "1")

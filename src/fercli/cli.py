@@ -7,14 +7,18 @@ matplotlib are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 from fercli import console
 from fercli.commands import app, debug_on
-from fercli.errors import INTERRUPTED, FerError
+from fercli.errors import INTERNAL, INTERRUPTED, PIPE_CLOSED, FerError, Stopped
+from fercli.files.safepaths import guarded
 
 GLOBAL_FLAGS = {"-q": "--quiet", "--quiet": "--quiet", "--debug": "--debug"}
 
@@ -41,13 +45,60 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 
 def main() -> NoReturn:
     """Console-script entry: run the app, map FerError to its exit code, keep pipes quiet."""
-    if hasattr(signal, "SIGPIPE"):
-        # A reader that goes away (`fer predict ... | head`) ends us as it ends any Unix filter:
-        # silently, status 141. Files written with -o are never pipes, so no output is cut short.
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _exit(_run())
 
 
+class _GuardedStdout:
+    """sys.stdout whose reader going away raises Stopped (exit 141, quietly) instead of BrokenPipeError, an
+    OSError that click would turn into exit 1 and that an output's error handling could blame on a file."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise Stopped("", PIPE_CLOSED) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise Stopped("", PIPE_CLOSED) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _stop(signum: int, frame) -> None:
+    raise Stopped("interrupted", INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _edge() -> Iterator[None]:
+    """For one invocation: SIGINT and SIGTERM raise Stopped (temporaries are removed on the way out; `fer
+    train` installs its own handlers to save `last` first), SIGPIPE is left to Python (ignored: a closed
+    stdout is a BrokenPipeError, turned into Stopped above), stdout is guarded, inputs are protected."""
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGPIPE", None)):
+        if sig is None:
+            continue
+        try:
+            old[sig] = signal.signal(sig, signal.SIG_IGN if sig == getattr(signal, "SIGPIPE", None) else _stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
+    try:
+        with guarded():
+            yield
+    finally:
+        sys.stdout = stdout
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@functools.cache
 def _command():
     """The click command behind `app`, with help metavars people read: nothing after a flag (`--tta`, not
     `--tta <bool>`, which invites `--tta true`), and N, X, PATH or TEXT instead of Python type names."""
@@ -85,7 +136,10 @@ def _command():
 
 def _run() -> int:
     try:
-        code = _command().main(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
+        with _edge():
+            code = _command().main(args=_hoist_global_flags(sys.argv[1:]), prog_name="fer", standalone_mode=False)
+        if code == INTERRUPTED:  # Typer turned a KeyboardInterrupt into a silent Exit(130)
+            console.stopped("interrupted")
         return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
     except FerError as e:
         if debug_on():
@@ -93,12 +147,16 @@ def _run() -> int:
         if str(e):  # empty: already said (another torchrun rank)
             (console.stopped if e.code == INTERRUPTED else console.error)(str(e))
         return e.code
-    except BrokenPipeError:
-        # The reader went away (`fer predict ... | head`): stop quietly, as a SIGPIPE'd tool does.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
-    except KeyboardInterrupt:
+    except Stopped as e:
+        if e.code == PIPE_CLOSED:
+            # Later writes (the interpreter's last flush) go nowhere instead of raising again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, sys.stdout.fileno())
+        elif str(e):
+            console.stopped(str(e))
+        return e.code
+    except KeyboardInterrupt:  # raised where our handler was not installed (another thread's signal setup)
         console.stopped("interrupted")
         return INTERRUPTED
     except Exception as e:
@@ -109,7 +167,12 @@ def _run() -> int:
         if type(e).__name__ == "Abort":
             console.error("aborted")
             return INTERRUPTED
-        raise
+        if debug_on():
+            raise
+        # A bug, not the user's input: one line, never a traceback (--debug shows it).
+        console.error(f"internal error ({type(e).__name__}: {str(e)[:200]}); please report it with the "
+                      "traceback that --debug shows")  # fmt: skip
+        return INTERNAL
 
 
 def _exit(code: int) -> NoReturn:

@@ -13,6 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
+from fercli.errors import escaped, one_line
+
 _state = {"quiet": False, "defaults_shown": set()}
 
 
@@ -46,21 +48,21 @@ def plain() -> bool:
 
 def info(message: str) -> None:
     if not quiet():
-        stderr.print(message, markup=False)
+        stderr.print(escaped(message), markup=False)
 
 
 def warn(message: str) -> None:
     if not quiet():
-        stderr.print(f"warning: {message}", style="yellow", markup=False)
+        stderr.print(f"warning: {escaped(message)}", style="yellow", markup=False)
 
 
 def error(message: str) -> None:
-    stderr.print(f"error: {message}", style="bold red", markup=False)
+    stderr.print(f"error: {one_line(message)}", style="bold red", markup=False)
 
 
 def stopped(message: str) -> None:
     """A stop the user asked for (Ctrl-C): said plainly, not as an error, even with --quiet."""
-    stderr.print(message, style="yellow", markup=False)
+    stderr.print(escaped(message), style="yellow", markup=False)
 
 
 def default_used(option: str, value: Any) -> None:
@@ -75,6 +77,11 @@ def show(renderable: Any) -> None:
     """Print a rich table or panel on stderr unless quiet."""
     if not quiet():
         stderr.print(renderable)
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 face', '3 faces'."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def data_out(line: str) -> None:

@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
 
 
+def check_png(path: str | os.PathLike) -> Path:
+    """A figure's output name: figures are PNG, so another suffix (fig.jpg) is refused, not mislabelled."""
+    if Path(path).suffix.lower() != ".png":
+        raise FerError(f"{path}: figures are written as PNG; give the file a .png name", USAGE)
+    return Path(path)
+
+
+def _writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _quiet_config_dir() -> None:
+    """Without a writable config and cache folder (a read-only HOME) matplotlib warns twice on stderr and
+    uses a fresh temporary one; use a private folder of this user's in the temp dir instead, quietly."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    home = os.path.expanduser("~")
+    config = os.path.join(os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "matplotlib")
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "matplotlib")
+    if _writable(config) and _writable(cache):
+        return
+    mine = os.path.join(tempfile.gettempdir(), f"fercli-matplotlib-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    try:
+        os.makedirs(mine, mode=0o700, exist_ok=True)
+        ok = os.stat(mine).st_uid == os.getuid() and os.access(mine, os.W_OK)  # not a folder another user made
+    except (OSError, AttributeError):
+        ok = False
+    os.environ["MPLCONFIGDIR"] = mine if ok else tempfile.mkdtemp(prefix="fercli-matplotlib-")
+
+
 def pyplot():
+    _quiet_config_dir()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,6 +57,7 @@ def pyplot():
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     plt = pyplot()
+    check_png(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)

@@ -44,6 +44,13 @@ def completion(values: tuple[str, ...] | str):
     return complete
 
 
+def png_out(value: Path | None) -> Path | None:
+    """Option callback: a figure's --out must name a PNG (checked before any work is done)."""
+    from fercli.plots import check_png
+
+    return value if value is None else check_png(value)
+
+
 # Options that several commands share, declared once.
 DEVICE_OPT = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps.")
 PROJECT_OPT = typer.Option(Path("runs"), help="Where to look for the newest run.")
@@ -57,7 +64,7 @@ MODEL_OPT = typer.Option(
 )
 FACES_OPT = typer.Option(
     "auto", "--faces", help="Images: auto (find faces unless the image is a face crop), detect (always find "
-    "faces; needs fercli[faces]) or whole (the whole image is one face).",
+    "faces; needs fercli\\[faces]) or whole (the whole image is one face).",
     autocompletion=completion(("auto", "detect", "whole")),
 )  # fmt: skip
 

@@ -18,6 +18,7 @@ from fercli.commands.app import (
     completion,
     load_model_on,
     model_and_data,
+    png_out,
 )
 
 
@@ -34,7 +35,7 @@ def saliency(
     ),
     target: str = typer.Option("pred", help="Class to explain: pred, label, one of the model's class names or codes."),
     per_class: int = typer.Option(0, "--per-class", help="A grid of K faces per class instead of --index."),
-    out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write."),
+    out: Path = typer.Option(Path("saliency.png"), "--out", "-o", help="PNG to write.", callback=png_out),
     npy: Path | None = typer.Option(
         None, "--npy", help="Also write the raw maps (faces x methods x 48 x 48, .npy) here."
     ),
@@ -67,7 +68,9 @@ def saliency(
 @app.command()
 def ascent(
     layer: str = typer.Option("-1", "--layer", "-l", help="Conv layer name or position (-1 last); `list` lists them."),
-    filters: str = typer.Option("0:16", help="Filters as start:stop or a,b,c (classes with --class-vis)."),
+    filters: str | None = typer.Option(
+        None, help="Filters as start:stop or a,b,c (default 0:16); classes with --class-vis (default: all)."
+    ),
     steps: int = typer.Option(200, help="Ascent steps."),
     lr: float = typer.Option(0.1, help="Initial step size (normalised gradient units); decays to 10%."),
     jitter: int = typer.Option(2, help="Random shift per step, pixels."),
@@ -75,7 +78,7 @@ def ascent(
     blur_every: int = typer.Option(4, help="Blur every N steps (0 = never)."),
     class_vis: bool = typer.Option(False, "--class-vis", help="Maximise class scores instead of filters."),
     model: Path | None = MODEL_OPT,
-    out: Path = typer.Option(Path("ascent.png"), "--out", "-o", help="PNG to write."),
+    out: Path = typer.Option(Path("ascent.png"), "--out", "-o", help="PNG to write.", callback=png_out),
     seed: int = typer.Option(0, help="Seed of the starting noise and the jitter."),
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
@@ -86,17 +89,17 @@ def ascent(
     net, meta, dev = load_model_on(model, project, device)
     if layer == "list":
         for name, conv in conv_layers(net).items():
-            console.data_out(f"{name},{conv.out_channels}")
+            console.data_out(f"{name},{conv.out_channels}")  # module names: identifiers and dots
         return
     if class_vis:
         from fercli.files.checkpoint import classes_of
 
         classes = classes_of(meta)
-        name, chosen = None, parse_filters(filters if filters != "0:16" else f"0:{len(classes)}", len(classes))
+        name, chosen = None, parse_filters(filters or f"0:{len(classes)}", len(classes))
         labels, title = class_labels(chosen, classes), "class visualisation"
     else:
         name, conv = pick_layer(net, layer)
-        chosen = parse_filters(filters, conv.out_channels)
+        chosen = parse_filters(filters or "0:16", conv.out_channels)
         labels, title = [f"filter {f}" for f in chosen], f"layer {name}"
     from fercli.progress import StepBar
 
@@ -112,7 +115,7 @@ def audit(
     data: Path | None = DATA_OPT,
     split: str = typer.Option("train", help="Split to audit.", autocompletion=completion(SPLITS)),
     top: int = typer.Option(8, help="Suspects per class."),
-    out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write."),
+    out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write.", callback=png_out),
     tta: bool | None = TTA_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
@@ -131,7 +134,7 @@ def audit(
     classes = classes_of(meta)
     idx, rows = audit_split(net, meta, d, split, top, dev, tta)
     audit_figure(np.array(d.images[idx]), rows, top, out, classes)
-    from fercli.infer.predict import csv_field
+    from fercli.csvrows import line
 
     # With FER+ votes: what the crowd voted for most, and with what share of its votes.
     votes = d.votes[idx[[r["i"] for r in rows]]] if d.votes is not None and rows else None
@@ -143,6 +146,6 @@ def audit(
         extra = ""
         if crowd is not None:  # empty cells for a face without votes
             extra = f",{VOTE_COLUMNS[crowd[0][k]]},{crowd[1][k]:.2f}" if votes[k].sum() else ",,"
-        console.data_out(f"{i},{d.rows[i]},{csv_field(d.source_name(i))},{classes[r['given']]},"
-                         f"{classes[r['predicted']]},{r['confidence']:.4f},{r['loss']:.4f}{extra}")  # fmt: skip
+        console.data_out(line([i, d.rows[i], d.source_name(i), classes[r["given"]], classes[r["predicted"]],
+                              f"{r['confidence']:.4f}", f"{r['loss']:.4f}"]) + extra)  # fmt: skip
     console.info(f"wrote {out}")

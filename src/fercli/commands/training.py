@@ -49,7 +49,9 @@ def train(
     device: str = typer.Option("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     project: Path = typer.Option(Path("runs"), help="Folder holding the runs."),
     name: str = typer.Option("exp", help="Run name; exp, exp2, ... when taken."),
-    patience: int = typer.Option(0, help="Stop after N epochs without a better valid_acc (0 = never)."),
+    patience: int | None = typer.Option(
+        None, help="Stop after N epochs without a better valid_acc (0 = never; default 0, or the resumed run's)."
+    ),
     resume: str | None = typer.Option(None, help="Continue a run: its folder, its last.safetensors, or `last`."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),

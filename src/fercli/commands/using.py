@@ -19,6 +19,7 @@ from fercli.commands.app import (
     app,
     completion,
     data_path,
+    png_out,
 )
 
 
@@ -73,10 +74,13 @@ def predict(
         n = predict_stream(ckpt, inputs, sys.stdout, **kw)
     else:
         from fercli.files.atomic import atomic_path
+        from fercli.files.safepaths import note_input
 
+        for path in (ckpt, *inputs):  # so that `-o` onto any of them is refused before any work
+            note_input(path)
         with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
             n = predict_stream(ckpt, inputs, f, **kw)
-    console.info(f"predicted {n} faces" + (f" into {out}" if out else ""))
+    console.info(f"predicted {console.plural(n, 'face')}" + (f" into {out}" if out else ""))
 
 
 @app.command()
@@ -101,7 +105,10 @@ def annotate(
         run_annotate(inputs, out_dir, str(model), out=sys.stdout, **kw)
         return
     from fercli.files.atomic import atomic_path
+    from fercli.files.safepaths import note_input
 
+    for path in inputs:  # so that `--csv` onto any of them is refused before any work
+        note_input(path)
     with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as f:
         run_annotate(inputs, out_dir, str(model), out=f, **kw)
     console.info(f"wrote {csv_out}")
@@ -114,7 +121,7 @@ def confmat(
     ),
     data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split: val, test or train.", autocompletion=completion(SPLITS)),
-    out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write."),
+    out: Path = typer.Option(Path("confmat.png"), "--out", "-o", help="PNG to write.", callback=png_out),
     normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
     csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
     tta: bool | None = TTA_OPT,
@@ -129,7 +136,9 @@ def confmat(
     m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force)
     confmat_figure(m, out, normalize_only=normalize)
     if csv_out:
-        console.data_out("true\\predicted," + ",".join(m["classes"]))
-        for c, row in zip(m["classes"], m["confusion"]):
-            console.data_out(c + "," + ",".join(map(str, row)))
+        from fercli.csvrows import line
+
+        console.data_out(line(["true\\predicted", *m["classes"]]))
+        for c, counts in zip(m["classes"], m["confusion"]):
+            console.data_out(line([c, *counts]))
     console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")

@@ -32,9 +32,15 @@ import numpy as np
 from fercli.classes import CLASSES, IMAGE_SIZE, UNLABELED, USAGE_CODE
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
 from fercli.files.safefile import looks_like
+from fercli.files.safepaths import note_input
+
+FORMATS_READ = "JPEG, PNG, BMP, GIF, WebP, TIFF, PGM/PPM"  # what data/imagefaces.py decodes
 
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 BLOCK_BYTES = 8 << 20
+# A FER2013 row is under 10 kB (2,304 pixels of at most 4 characters); a "line" past this is not a CSV
+# row, and reading on would hold it all in memory (a gzip with no newline inflates without end).
+MAX_LINE_BYTES = 1 << 20
 LABEL_COLUMNS = ("emotion", "label", "labels", "class", "target")
 PIXEL_COLUMNS = ("pixels", "pixel", "feature", "features", "image")
 USAGE_COLUMNS = ("usage", "split")
@@ -69,6 +75,8 @@ class BadRows:
 def open_binary(path: str) -> tuple[BinaryIO, str]:
     """Open a file or `-` (stdin) for reading bytes, unwrapping gzip by its magic number."""
     name = "<stdin>" if path == "-" else path
+    if path != "-":
+        note_input(path)
     try:
         raw = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except FileNotFoundError as e:
@@ -93,10 +101,16 @@ def _read(stream: BinaryIO, name: str, size: int) -> bytes:
 
 
 def _read_line(stream: BinaryIO, name: str) -> bytes:
+    """The next line, at most MAX_LINE_BYTES long: a longer one is an error, never read in full."""
     try:
-        return stream.readline()
+        line = stream.readline(MAX_LINE_BYTES + 1)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise FerError(f"{name}: corrupt or truncated gzip ({e})") from e
+    except OSError as e:
+        raise FerError(f"{name}: read error ({e})") from e
+    if len(line) > MAX_LINE_BYTES:
+        raise FerError(f"{name}: a line longer than {MAX_LINE_BYTES >> 20} MB: not a FER2013 CSV")
+    return line
 
 
 def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -122,7 +136,13 @@ class CsvFaces:
             line = _read_line(self.stream, self.name)
             if not line:
                 raise FerError(f"{self.name}: empty file, expected a CSV header")
+            if len(first) > MAX_LINE_BYTES:
+                raise FerError(f"{self.name}: over {MAX_LINE_BYTES >> 20} MB of blank lines before the header")
             first += line
+        what = looks_like(first[:64])
+        if b"\x00" in first[:4096] or what not in (None, "a CSV file", "a text file"):
+            raise FerError(f"{self.name}: not a CSV file: {f'it looks like {what}' if what else 'binary data'} "
+                           f"(fer reads CSV, prepared .safetensors files, images: {FORMATS_READ}, folders and zips)")
         self.line_no = first.count(b"\n") or 1
         text = first.decode("utf-8-sig", errors="replace").strip("\r\n")
         try:
@@ -132,9 +152,6 @@ class CsvFaces:
         self.header = header
         self.i_pixels = _pick(header, PIXEL_COLUMNS)
         if self.i_pixels is None:
-            what = looks_like(first[:64])
-            if what not in (None, "a CSV file", "a text file"):
-                raise FerError(f"{self.name}: not a CSV file: it looks like {what}")
             found = (", ".join(header) or "nothing")[:80]
             raise FerError(f"{self.name}: missing column 'pixels' (found: {found})")
         self.i_label = _pick(header, LABEL_COLUMNS)

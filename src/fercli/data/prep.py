@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +37,18 @@ class Source:
     has_usage: bool = False
 
 
+# Words of a file name that name its split; matched whole (`latest.csv` is not a test file).
+NAME_SPLITS = {"test": TEST, "testing": TEST, "publictest": TEST, "privatetest": TEST,
+               "val": VAL, "valid": VAL, "validation": VAL}  # fmt: skip
+
+
 def _default_split(path: str, labeled: bool) -> int:
-    """Split for a source whose rows do not name one: by file name, else labeled -> train, unlabeled -> test."""
-    stem = os.path.basename(path).lower()
-    if "test" in stem:
-        return TEST
-    if "val" in stem:
-        return VAL
+    """Split for a source whose rows do not name one: a word of its file name (`fer2013_test.csv`,
+    `val-faces.csv`), else labeled -> train, unlabeled -> test."""
+    stem = os.path.splitext(os.path.basename(path).lower().removesuffix(".gz"))[0]
+    for word in re.split(r"[^a-z]+", stem):
+        if word in NAME_SPLITS:
+            return NAME_SPLITS[word]
     return TRAIN if labeled else TEST
 
 
@@ -123,7 +129,7 @@ def _folder_votes(faces: ImageFaces, skip_bad: bool, bad: BadRows) -> dict[str, 
 
 
 def _read_images(path: str, skip_bad: bool) -> tuple[Source, BadRows]:
-    faces = ImageFaces(path)
+    faces = ImageFaces(path, skip_bad)
     bad = BadRows()
     folder_votes = _folder_votes(faces, skip_bad, bad)
     images, labels, splits, rows, votes = [], [], [], [], []
@@ -220,6 +226,23 @@ def carve_val(labels: np.ndarray, splits: np.ndarray, frac: float, seed: int) ->
     return out
 
 
+def _check_replaceable(out: str) -> None:
+    """An existing -o may be replaced only when it is a prepared data file: prep never writes over a
+    checkpoint, a CSV or a photo someone named by mistake."""
+    if not os.path.isfile(out):
+        return
+    from fercli.data.prepared import META_KEY
+    from fercli.files.safefile import looks_like, read_meta_json
+
+    try:
+        read_meta_json(out, META_KEY, "prepared data file", note=False)
+    except FerError:
+        with open(out, "rb") as f:
+            what = looks_like(f.read(256)) or "not a prepared data file"
+        raise FerError(f"{out}: exists and is {what}, not a prepared data file; refusing to replace it "
+                       "(choose another -o)", USAGE) from None  # fmt: skip
+
+
 def prepare(
     sources: list[str],
     out: str,
@@ -236,6 +259,7 @@ def prepare(
         raise FerError("give at least one SOURCE (a CSV, image folder, zip or -) or --synthetic N", USAGE)
     if sum(s == "-" for s in sources) > 1:
         raise FerError("stdin (-) can be read only once", USAGE)
+    _check_replaceable(out)
     parts: list[Source] = []
     vote_files = [p for p in sources if is_votes_csv(p)]
     if len(vote_files) > 1:

@@ -57,18 +57,21 @@ def face_thumbnails(images: np.ndarray) -> np.ndarray:
 
 
 def seen_faces(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """bool [len(query)]: which query thumbnails have a reference thumbnail within SAME_FACE_RMS."""
+    """bool [len(query)]: which query thumbnails have a reference thumbnail within SAME_FACE_RMS.
+    Tiled over both sides, so memory stays under ~20 MB whatever the sizes (a [2048 x 300,000] distance
+    matrix would take 2.4 GB)."""
     import torch
 
-    q = torch.from_numpy(query.astype(np.float32))
-    r = torch.from_numpy(reference.astype(np.float32))
+    q_tile, r_tile = 1024, 4096  # the distance tile is [1024, 4096] float32: 16 MB
     limit = SAME_FACE_RMS**2 * query.shape[1]
-    hit = torch.zeros(len(q), dtype=torch.bool)
-    r2 = (r * r).sum(1)
-    for i in range(0, len(q), 2048):
-        qb = q[i : i + 2048]
-        d2 = (qb * qb).sum(1, keepdim=True) + r2 - 2 * qb @ r.T  # squared distances [b, len(r)]
-        hit[i : i + 2048] = (d2 <= limit).any(1) if len(r) else False
+    hit = torch.zeros(len(query), dtype=torch.bool)
+    for j in range(0, len(reference), r_tile):
+        r = torch.from_numpy(reference[j : j + r_tile].astype(np.float32))
+        r2 = (r * r).sum(1)
+        for i in range(0, len(query), q_tile):
+            qb = torch.from_numpy(query[i : i + q_tile].astype(np.float32))
+            d2 = (qb * qb).sum(1, keepdim=True) + r2 - 2 * qb @ r.T  # squared distances [q_tile, r_tile]
+            hit[i : i + q_tile] |= (d2 <= limit).any(1)
     return hit.numpy()
 
 

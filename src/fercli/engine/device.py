@@ -31,6 +31,7 @@ from torch import nn
 
 from fercli import console
 from fercli.errors import USAGE, FerError
+from fercli.files import safejson
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # bf16 must beat fp32 by this factor to be chosen: its rounding costs a little accuracy per step.
@@ -128,7 +129,7 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
     key = f"{_cpu_key()}|{net_key}|{min(batch, 128)}"
     path = cache_dir() / "cpu-precision.json"
     try:
-        cache = json.loads(path.read_text())
+        cache = safejson.loads(path.read_bytes(), 1 << 20)
         if not isinstance(cache, dict):
             cache = {}
     except (OSError, ValueError):

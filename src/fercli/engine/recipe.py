@@ -103,15 +103,18 @@ PRESETS: dict[str, Recipe] = {
 }  # fmt: skip
 
 
+MAX_RECIPE_BYTES = 1 << 20
+
+
 def recipe_file(path: str) -> Recipe:
     """A recipe from a JSON file: {"base": "cpu", "rotate": 15.0, ...}, any Recipe field on top of a preset
     (default: "default"), every field type- and range-checked. Fields the CLI has no option for
     (augmentation strengths, warm-up, momentum) are set this way."""
-    import json
+    from fercli.files import safejson
 
     try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
+        with open(path, "rb") as f:
+            d = safejson.loads(f.read(MAX_RECIPE_BYTES + 1), MAX_RECIPE_BYTES)
     except FileNotFoundError as e:
         raise FerError(f"{path}: no such recipe file", USAGE) from e
     except (OSError, ValueError) as e:

@@ -36,6 +36,7 @@ from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path, clear_leftovers
 from fercli.files.checkpoint import MIN_STD
 from fercli.files.runs import new_run_dir
+from fercli.files.safepaths import owns
 
 
 @dataclass
@@ -46,7 +47,8 @@ class RunSettings:
     device: str = "auto"
     project: str = "runs"
     name: str = "exp"
-    patience: int = 0  # stop after this many epochs without a better valid_acc (0 = never)
+    # Stop after this many epochs without a better valid_acc (0 = never); None: 0, or a resumed run's own.
+    patience: int | None = None
     json_lines: bool = False
     compile: bool = False
     log_every: int = 10  # at most one progress update (a CPU-GPU sync) per this many steps, when shown
@@ -143,7 +145,7 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
     st = TrainState()
     if resume is not None:
         ckpt, meta, recipe, st = open_resume(resume, run.project)
-        run.patience = st.patience
+        run.patience = st.patience if run.patience is None else run.patience  # a value given now wins
         run.save_every = st.save_every if run.save_every is None else run.save_every
         if group.main:
             clear_leftovers(ckpt.parent)  # a killed writer's temporaries (rank 0 is the run's one writer)
@@ -155,6 +157,9 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
         console.default_used("--data", DEFAULT_DATA)
         run.data = DEFAULT_DATA
     run.save_every = run.save_every or 0
+    run.patience = run.patience or 0
+    if run.patience < 0:
+        raise FerError(f"--patience must be 0 or more epochs, got {run.patience}", USAGE)
     if run.save_every < 0:
         raise FerError(f"--save-every must be 0 or more steps, got {run.save_every}", USAGE)
     st.patience, st.save_every = run.patience, run.save_every
@@ -221,6 +226,7 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
             s.write_args(st.total_steps)
         s.run_dir = Path(distributed.share_text(str(s.run_dir), group))
         console.info(f"run folder: {s.run_dir}")
+    owns(s.run_dir)  # its checkpoints are read back (resume) and rewritten: not inputs to protect
     _announce(s)
     return s, st, perm
 

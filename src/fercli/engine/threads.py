@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 from fercli.errors import USAGE, FerError
 
@@ -76,21 +77,24 @@ def configure(threads: int | None = None) -> int:
 
     Order of precedence: `threads` (--threads), FER_THREADS, OMP_NUM_THREADS as the user set it, then
     usable_cpus()."""
+    given_by = "--threads"
     if threads is None and os.environ.get("FER_THREADS"):
+        given_by = "FER_THREADS"
         try:
             threads = int(os.environ["FER_THREADS"])
         except ValueError as e:
             raise FerError(f"FER_THREADS must be a whole number, got '{os.environ['FER_THREADS']}'", USAGE) from e
     if threads is not None and threads < 1:
-        raise FerError(f"--threads must be at least 1, got {threads}", USAGE)
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ and others_running():
+        raise FerError(f"{given_by} must be at least 1, got {threads}", USAGE)
+    # The wait policy is read once, when torch's OpenMP starts: sampling the load is no use after that.
+    policy_open = "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ
+    if policy_open and "GOMP_SPINCOUNT" not in os.environ and others_running():
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     if threads is None:
         given = os.environ.get("OMP_NUM_THREADS", "").strip()
         threads = int(given) if given.isdigit() and int(given) > 0 else usable_cpus()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
-    import sys
 
     if "torch" in sys.modules:  # already loaded (tests, `python -c`): the count still applies
         sys.modules["torch"].set_num_threads(threads)

@@ -32,7 +32,7 @@ from fercli.engine.pace import EPOCH_OVERHEAD_S, Pace, format_duration, steps_in
 from fercli.engine.recipe import Recipe, lr_at
 from fercli.engine.setup import RunSettings, Setup, set_up
 from fercli.engine.state import TrainState
-from fercli.errors import INTERRUPTED, FerError
+from fercli.errors import INTERRUPTED, FerError, Stopped
 from fercli.files.atomic import atomic_path
 from fercli.files.checkpoint import save_checkpoint
 from fercli.infer.inference import normalize, predict_probs
@@ -293,7 +293,7 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.hit:  # a second Ctrl-C: the user really wants out
-            raise KeyboardInterrupt
+            raise Stopped("interrupted", INTERRUPTED)
         self.hit = True
 
     def __exit__(self, *exc: Any) -> None:

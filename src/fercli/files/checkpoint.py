@@ -34,9 +34,12 @@ RESUME = "resume."
 # Metadata key of the training faces' thumbnails (prepared.face_thumbnails, uint8 [N,64]), zlib + base64:
 # kept out of the tensors so that safetensors' load_file still gives exactly the network's state_dict.
 TRAIN_FACES = "fercli-train-faces"
-MAX_TRAIN_FACES = 1 << 20
+MAX_TRAIN_FACES = 300_000  # ten times FER2013's training set; a cap keeps a hostile file's memory bounded
 FORMAT_VERSION = 1
 MAX_CLASSES = 64
+# Class names go into CSV headers (p_<class>), figure titles, file names and the terminal: letters, digits,
+# '_', '-' and '.' only, so none of them needs quoting or escaping anywhere.
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 MIN_STD = 1e-3  # of pixels scaled to [0, 1]; training clamps to it too (a near-constant data set)
 
 
@@ -89,10 +92,10 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
     if not isinstance(args, dict) or not all(isinstance(k, str) and _arch_arg_ok(v) for k, v in args.items()):
         raise FerError(f"{path}: checkpoint has malformed arch_args")
     classes = meta.get("classes")
-    names_ok = isinstance(classes, list) and all(isinstance(c, str) and 0 < len(c) <= 40 and c.isprintable()
-                                                 for c in classes)  # fmt: skip
+    names_ok = isinstance(classes, list) and all(isinstance(c, str) and CLASS_NAME.fullmatch(c) for c in classes)
     if not (names_ok and 2 <= len(classes) <= MAX_CLASSES and len(set(classes)) == len(classes)):
-        raise FerError(f"{path}: checkpoint classes must be 2..{MAX_CLASSES} distinct names")
+        raise FerError(f"{path}: checkpoint classes must be 2..{MAX_CLASSES} distinct names of 1-40 letters, "
+                       "digits, '_', '-' or '.'")  # fmt: skip
     norm = meta.get("normalize")
     if not (isinstance(norm, dict) and all(_number(norm.get(k)) for k in ("mean", "std"))):
         raise FerError(f"{path}: checkpoint lacks its normalisation (mean, std)")
@@ -152,9 +155,14 @@ def read_checked(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
 
     header, meta = _read(path)
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("arch_args", {}).items()}
-    with torch.device("meta"):
-        net = models.create(meta["arch"], len(meta["classes"]), **args)
-        shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    try:
+        with torch.device("meta"):
+            net = models.create(meta["arch"], len(meta["classes"]), **args)
+            shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    except FerError as e:
+        raise FerError(f"{path}: checkpoint arch_args do not build '{meta['arch']}' ({e})") from e
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:  # torch's own checks (dropout > 1)
+        raise FerError(f"{path}: checkpoint arch_args do not build '{meta['arch']}' ({str(e)[:120]})") from e
     stored = {k: e["shape"] for k, e in header.items() if not k.startswith(RESUME)}
     if shapes != stored:
         diff = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored[k]]
@@ -215,11 +223,17 @@ def train_faces(path: str | os.PathLike) -> np.ndarray | None:
     raw = meta.get(TRAIN_FACES)
     if raw is None:
         return None
+    most = MAX_TRAIN_FACES * 64
+    too_many = f"{path}: checkpoint metadata '{TRAIN_FACES}' holds over {MAX_TRAIN_FACES:,} faces"
+    if len(raw) > (most + most // 1000 + 1024) * 4 // 3 + 4:  # base64 of zlib's worst case (it adds 5 B per 16 kB)
+        raise FerError(too_many)
     try:
         z = zlib.decompressobj()
         data = z.decompress(base64.b64decode(raw, validate=True), MAX_TRAIN_FACES * 64)  # bounded: no zip bomb
     except (ValueError, zlib.error) as e:
         raise FerError(f"{path}: checkpoint metadata '{TRAIN_FACES}' is malformed") from e
-    if z.unconsumed_tail or len(data) % 64:
+    if z.unconsumed_tail:
+        raise FerError(too_many)
+    if len(data) % 64:
         raise FerError(f"{path}: checkpoint metadata '{TRAIN_FACES}' is malformed")
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, 64)

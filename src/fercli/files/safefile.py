@@ -8,7 +8,7 @@ gives a one-line error rather than a crash deep inside numpy or torch.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import struct
 from typing import Any
@@ -16,8 +16,13 @@ from typing import Any
 import numpy as np
 
 from fercli.errors import BAD_INPUT, NOT_FOUND, FerError
+from fercli.files import safejson
+from fercli.files.safepaths import note_input
 
-MAX_HEADER_BYTES = 100 << 20
+# The largest real header is a checkpoint with its training faces' thumbnails (checkpoint.MAX_TRAIN_FACES
+# of 64 bytes, compressed and base64'd): under 26 MB at the cap, about 2 MB for FER2013.
+MAX_HEADER_BYTES = 32 << 20
+MAX_DIMS = 8
 DTYPES = {
     "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
     "F16": np.float16, "F32": np.float32, "F64": np.float64, "BOOL": np.bool_,
@@ -37,6 +42,8 @@ def looks_like(head: bytes) -> str | None:
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             return what
+    if head[4:8] == b"ftyp":
+        return "an ISO media file (HEIC, AVIF, MP4 or MOV)"
     if len(head) >= 10 and head[8:10] == b'{"':
         return "a safetensors file"
     text = head.lstrip(b"\xef\xbb\xbf")[:200]
@@ -45,9 +52,12 @@ def looks_like(head: bytes) -> str | None:
     return None
 
 
-def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str], int]:
-    """Return (tensor entries, metadata, offset of the data region), or raise FerError."""
+def read_header(path: str | os.PathLike, note: bool = True) -> tuple[dict[str, Any], dict[str, str], int]:
+    """Return (tensor entries, metadata, offset of the data region), or raise FerError. `note`: the file is an
+    input of this command (safepaths.note_input); False for a look at an output about to be replaced."""
     path = str(path)
+    if note:
+        note_input(path)
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -69,9 +79,10 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
     except OSError as e:
         raise FerError(f"{path}: cannot read ({e.strerror or e})") from e
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FerError(f"{path}: not a safetensors file (header is not JSON)") from e
+        header = safejson.loads(raw, MAX_HEADER_BYTES)
+    except ValueError as e:
+        raise FerError(f"{path}: not a safetensors file (header: {e})") from e
+    del raw
     if not isinstance(header, dict):
         raise FerError(f"{path}: not a safetensors file (header is not an object)")
     meta = header.pop("__metadata__", None) or {}
@@ -81,9 +92,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
     for name, e in header.items():
         ok = (
             isinstance(e, dict)
-            and e.get("dtype") in DTYPES
+            and isinstance(e.get("dtype"), str)
+            and e["dtype"] in DTYPES
             and isinstance(e.get("shape"), list)
-            and all(isinstance(d, int) and d >= 0 for d in e["shape"])
+            and len(e["shape"]) <= MAX_DIMS
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in e["shape"])
             and isinstance(e.get("data_offsets"), list)
             and len(e["data_offsets"]) == 2
             and all(isinstance(o, int) for o in e["data_offsets"])
@@ -91,7 +104,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
         if ok:
             lo, hi = e["data_offsets"]
             itemsize = 2 if e["dtype"] == "BF16" else np.dtype(DTYPES[e["dtype"]]).itemsize
-            ok = 0 <= lo <= hi <= data_len and hi - lo == itemsize * int(np.prod(e["shape"], dtype=np.int64))
+            # Python's integers: numpy's int64 product of [2**32, 2**32] wraps around to 0
+            ok = 0 <= lo <= hi <= data_len and hi - lo == itemsize * math.prod(e["shape"])
         if not ok:
             raise FerError(f"{path}: damaged safetensors entry '{str(name)[:40]}'")
     # As the format requires: tensors tile the data region exactly, no gaps, no overlaps, no tail.
@@ -106,15 +120,16 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
     return header, meta, 8 + n
 
 
-def read_meta_json(path: str | os.PathLike, key: str, kind: str) -> tuple[dict[str, Any], dict, int]:
+def read_meta_json(path: str | os.PathLike, key: str, kind: str,
+                   note: bool = True) -> tuple[dict[str, Any], dict, int]:  # fmt: skip
     """Header plus our JSON metadata under `key`; a clear error when the file is not one of ours."""
-    header, meta, offset = read_header(path)
+    header, meta, offset = read_header(path, note)
     if key not in meta:
         raise FerError(f"{path}: a safetensors file, but not a fercli {kind} (no '{key}' metadata)")
     try:
-        info = json.loads(meta[key])
-    except json.JSONDecodeError as e:
-        raise FerError(f"{path}: malformed fercli metadata") from e
+        info = safejson.loads(meta[key], MAX_HEADER_BYTES)
+    except ValueError as e:
+        raise FerError(f"{path}: malformed fercli metadata ({e})") from e
     if not isinstance(info, dict):
         raise FerError(f"{path}: malformed fercli metadata")
     return header, info, offset

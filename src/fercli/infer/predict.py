@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from fercli.csvrows import field, row
 from fercli.errors import NOT_FOUND, USAGE, FerError
 
 
@@ -30,10 +31,10 @@ def _faces(
 
     def rows(ids: list[str]) -> list[str]:
         end = ",whole,0,0,48,48" if tag else ""
-        return [csv_field(id_prefix + i) + end for i in ids]
+        return [field(id_prefix + i) + end for i in ids]
 
     if is_image_source(path):
-        faces = ImageFaces(path)
+        faces = ImageFaces(path, skip_bad)
         named = ((faces.display_name(entry), img) for _, entry, img in faces.decoded(skip_bad))
         for ids, imgs in _in_batches(named, batch):
             yield rows(ids), imgs
@@ -51,9 +52,10 @@ def _photo_faces(
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """(row prefixes `id,face,x,y,w,h`, uint8 faces [n,48,48]) blocks of the images of one input, each
     image read per `mode` (photos/crops.py)."""
+    from fercli.data.imagefaces import ImageFaces
     from fercli.photos.crops import faces_of_images, row_prefix
 
-    found = faces_of_images(path, mode, detector, skip_bad)
+    found = faces_of_images(ImageFaces(path, skip_bad), mode, detector, skip_bad)
     yield from _in_batches(((row_prefix(name, f), f.crop) for name, _, _, faces in found for f in faces), batch)
 
 
@@ -82,24 +84,19 @@ def _primed(blocks: Iterator[tuple[list[str], np.ndarray]]) -> Iterator[tuple[li
     return rest()
 
 
-def probs_header(classes: tuple[str, ...], probs: bool) -> str:
-    return "".join(f",p_{c}" for c in classes) if probs else ""
+def probs_header(classes: tuple[str, ...], probs: bool) -> list[str]:
+    return [f"p_{c}" for c in classes] if probs else []
 
 
 def format_rows(prefixes: list[str], probs: np.ndarray, names: tuple[str, ...] | None, with_probs: bool) -> str:
-    """CSV lines: each row's prefix (its id fields, already quoted), the class, then maybe its probabilities."""
+    """CSV lines: each row's prefix (its id fields, already CSV: csvrows.row), the class, then maybe its
+    probabilities."""
     pred = probs.argmax(1)
-    labels = [names[p] for p in pred] if names else [str(p) for p in pred]
+    labels = [field(names[p]) for p in pred] if names else [str(p) for p in pred]
     if not with_probs:
         return "".join(f"{i},{lab}\n" for i, lab in zip(prefixes, labels))
     cols = [",".join(f"{v:.6f}" for v in row) for row in probs]
     return "".join(f"{i},{lab},{c}\n" for i, lab, c in zip(prefixes, labels, cols))
-
-
-def csv_field(text: str) -> str:
-    if any(ch in text for ch in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 def predict_stream(
@@ -127,9 +124,13 @@ def predict_stream(
     if sum(i == "-" for i in inputs) > 1:
         raise FerError("stdin (-) can be read only once", USAGE)
     seen: set[str] = set()
+    from fercli.data.imagefaces import is_video
+
     for path in inputs:
         if path != "-" and not os.path.exists(path):
             raise FerError(f"{path}: no such file or folder", NOT_FOUND)
+        if is_video(path):
+            raise FerError(f"{path}: a video; videos go through `fer annotate {path} -o DIR`", USAGE)
         if os.path.abspath(path) in seen:
             raise FerError(f"{path} is given twice (its ids would repeat)", USAGE)
         seen.add(os.path.abspath(path))
@@ -151,8 +152,8 @@ def predict_stream(
     # Every input's first block is read before the header is written: a bad input leaves no output.
     streams = [_primed(stream(path)) for path in inputs]
     classes = predictor.classes  # the checkpoint's own: FER2013's 7 or FER+'s 8
-    header = ("id,face,x,y,w,h,emotion" if photos else "id,emotion") + probs_header(classes, probs)
-    out.write(header + "\n")
+    lead = ["id", "face", "x", "y", "w", "h", "emotion"] if photos else ["id", "emotion"]
+    out.write(row(lead + probs_header(classes, probs)))
     count = 0
     for blocks in streams:
         for prefixes, crops in blocks:

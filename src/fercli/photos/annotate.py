@@ -16,17 +16,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fercli import console
+from fercli.console import plural
+from fercli.data.imagefaces import VIDEO_EXTENSIONS, is_video
 from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
 from fercli.photos.detect import Box
 
-VIDEO_EXTENSIONS = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v", ".m4v": "mp4v"}
 BARS = 3  # classes with a bar under each face's label
 RowWriter = Callable[[list[str], np.ndarray], str]  # (row prefixes, probabilities [n,classes]) -> CSV lines
-
-
-def is_video(path: str) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def _font(size: int) -> Any:
@@ -93,32 +90,81 @@ class Annotator:
         return self.predictor.probs(np.stack(crops), 256).numpy()
 
 
-def annotate_images(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: RowWriter, skip_bad: bool,
-                    written: set[Path]) -> int:  # fmt: skip
-    """Annotate every image of one input (a file, folder or zip) into out_dir, in the input's layout
-    (JPEG stays JPEG, anything else becomes PNG); write their CSV rows to `out`; return the face count."""
+class _CsvOut:
+    """The CSV stream of one run: the header goes out with the first row (or at `close` when no face was
+    found), so an input that fails before its first row leaves stdout empty."""
+
+    def __init__(self, out: TextIO, header: str) -> None:
+        self.out, self.header = out, header
+
+    def write(self, text: str) -> None:
+        if self.header:
+            self.out.write(self.header)
+            self.header = ""
+        self.out.write(text)
+        self.out.flush()
+
+    def close(self) -> None:
+        self.write("")
+
+
+def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[Any, dict[str, Path]]]:
+    """Each image input opened, with the output path (suffix still to choose) of each of its images: a
+    clean relative path (safepaths.member_path) that resolves inside out_dir and replaces no input.
+    Checked for every image before anything is written."""
+    from fercli.data.imagefaces import ImageFaces
+    from fercli.files.safepaths import inside, member_path, refuse_input
+
+    opened = [ImageFaces(path, skip_bad) for path in inputs]  # every input noted before any check
+    plans = []
+    for path, images in zip(inputs, opened):
+        if os.path.isdir(path) and os.path.realpath(path) == os.path.realpath(out_dir):
+            raise FerError(f"{out_dir}: -o is the input folder {path}; annotated copies would replace the "
+                           "originals (choose another folder)", USAGE)  # fmt: skip
+        dests, kept = {}, []
+        for entry in images.entries:
+            rel = entry.path or Path(path).name
+            try:
+                dest = inside(out_dir, member_path(rel, path), path)
+            except FerError as e:
+                if not skip_bad or e.code == USAGE:
+                    raise
+                console.warn(f"skipped: {e}")
+                continue
+            for suffix in (".jpg", ".png"):
+                refuse_input(dest.with_suffix(suffix), "-o")
+            dests[entry.path] = dest
+            kept.append(entry)
+        images.entries = kept
+        plans.append((images, dests))
+    return plans
+
+
+def annotate_images(ann: Annotator, images: Any, dests: dict[str, Path], out: _CsvOut, rows: RowWriter,
+                    skip_bad: bool, written: set[Path]) -> int:  # fmt: skip
+    """Annotate every image of one planned input (plan_images) in the input's layout (JPEG stays JPEG,
+    anything else becomes PNG); write their CSV rows to `out`; return the face count."""
     from fercli.data.imagefaces import decode_rgb
     from fercli.photos.crops import faces_of_images, row_prefix
 
     count = 0
-    for name, entry, data, found in faces_of_images(path, ann.mode, ann.detector, skip_bad):
+    for name, entry, data, found in faces_of_images(images, ann.mode, ann.detector, skip_bad):
         rgb = decode_rgb(data, name)
         p = ann.probs([f.crop for f in found])
         draw_faces(rgb, [(f.box, q) for f, q in zip(found, p)], ann.classes)
         jpeg = data[:3] == b"\xff\xd8\xff"
-        dest = out_dir / Path(entry.path or Path(path).name).with_suffix(".jpg" if jpeg else ".png")
+        dest = dests[entry.path].with_suffix(".jpg" if jpeg else ".png")
         if dest in written:
             raise FerError(f"{dest} would be written twice (two inputs share the name {dest.name})", USAGE)
         written.add(dest)
         with atomic_path(dest) as tmp:
             rgb.save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 92} if jpeg else {}))
         out.write(rows([row_prefix(name, f) for f in found], p))
-        out.flush()
         count += len(found)
     return count
 
 
-def annotate_video(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: RowWriter, every: int) -> int:
+def annotate_video(ann: Annotator, path: str, out_dir: Path, out: _CsvOut, rows: RowWriter, every: int) -> int:
     """An annotated copy of one video (same container, codec per VIDEO_EXTENSIONS) in out_dir, and rows
     `frame,time_s,face,x,y,w,h,...` for every face of every `every`-th frame; boxes stay drawn until the
     next searched frame. Ctrl-C leaves no partial file (the copy is written under a temporary name)."""
@@ -138,7 +184,7 @@ def annotate_video(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: 
             raise FerError(f"{path}: no frame could be decoded")
         h, w = frame.shape[:2]
         suffix = Path(path).suffix.lower()
-        dest = out_dir / f"{Path(path).stem}{suffix}"
+        dest = video_dest(path, out_dir)
         count, index, shown = 0, 0, []
         with atomic_path(dest, keep_suffix=True) as tmp, StepBar(total or 1, "frames", "frames") as bar:
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_EXTENSIONS[suffix]), fps, (w, h))
@@ -165,7 +211,6 @@ def annotate_video(ann: Annotator, path: str, out_dir: Path, out: TextIO, rows: 
                     ok, frame = cap.read()
             finally:
                 writer.release()
-        out.flush()
         console.info(f"{path}: {index} frames, {count} faces in frames every {every}; wrote {dest}")
         return count
     finally:
@@ -176,9 +221,11 @@ def annotate(inputs: list[str], out_dir: Path, model_ref: str, *, faces: str = "
              probs: bool = False, names: bool = False, tta: bool | None = None, skip_bad: bool = False,
              device: str = "auto", out: TextIO) -> int:  # fmt: skip
     """`fer annotate`: images (files, folders, zips) or one video, into out_dir; the CSV to `out`."""
+    from fercli.csvrows import row
     from fercli.data.imagefaces import is_image_source
     from fercli.errors import NOT_FOUND
     from fercli.files.runs import resolve_checkpoint
+    from fercli.files.safepaths import note_input
     from fercli.infer.predict import format_rows, probs_header
 
     if every < 1:
@@ -191,17 +238,33 @@ def annotate(inputs: list[str], out_dir: Path, model_ref: str, *, faces: str = "
     videos = [p for p in inputs if is_video(p)]
     if videos and len(inputs) > 1:
         raise FerError("annotate one video per command (its CSV has frame columns); images can go together", USAGE)
+    # Every output path is checked before the model loads: nothing is written outside -o or over an input.
+    if videos:
+        note_input(videos[0])
+        video_dest(videos[0], out_dir)
+    else:
+        plans = plan_images(inputs, out_dir, skip_bad)
     ann = Annotator(resolve_checkpoint(model_ref), device, tta, faces)
 
     def rows(prefixes: list[str], p: np.ndarray) -> str:
         return format_rows(prefixes, p, ann.classes if names else None, probs)
 
-    header = "frame,time_s,face,x,y,w,h,emotion" if videos else "id,face,x,y,w,h,emotion"
-    out.write(header + probs_header(ann.classes, probs) + "\n")
+    lead = ["frame", "time_s", "face", "x", "y", "w", "h"] if videos else ["id", "face", "x", "y", "w", "h"]
+    csv_out = _CsvOut(out, row([*lead, "emotion", *probs_header(ann.classes, probs)]))
     if videos:
-        n = annotate_video(ann, videos[0], out_dir, out, rows, every)
+        n = annotate_video(ann, videos[0], out_dir, csv_out, rows, every)
     else:
         written: set[Path] = set()
-        n = sum(annotate_images(ann, path, out_dir, out, rows, skip_bad, written) for path in inputs)
-        console.info(f"annotated {n} faces in {len(written)} images into {out_dir}")
+        n = sum(annotate_images(ann, images, dests, csv_out, rows, skip_bad, written) for images, dests in plans)
+        console.info(f"annotated {plural(n, 'face')} in {plural(len(written), 'image')} into {out_dir}")
+    csv_out.close()
     return n
+
+
+def video_dest(path: str, out_dir: Path) -> Path:
+    """Where a video's annotated copy goes: its name inside out_dir, never over the video itself."""
+    from fercli.files.safepaths import inside, member_path, refuse_input
+
+    dest = inside(out_dir, member_path(Path(path).name, path), path)
+    refuse_input(dest, "-o")
+    return dest

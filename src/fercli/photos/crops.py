@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fercli.classes import IMAGE_SIZE
+from fercli.csvrows import line
 from fercli.data.imagefaces import ImageEntry, ImageFaces, decode_face_sized, decode_photo
 from fercli.errors import USAGE, FerError
 from fercli.photos.detect import DETECT_MAX_SIDE, Box, FaceDetector
@@ -76,13 +77,12 @@ def faces_in(data: bytes, where: str, mode: str, detector: FaceDetector | None) 
     return [PhotoFace(str(i), fb, cut(gray, b)) for i, (b, fb) in enumerate(zip(boxes, full))]
 
 
-def faces_of_images(path: str, mode: str, detector: FaceDetector | None,
+def faces_of_images(images: ImageFaces, mode: str, detector: FaceDetector | None,
                     skip_bad: bool) -> Iterator[tuple[str, ImageEntry, bytes, list[PhotoFace]]]:  # fmt: skip
     """(id, entry, file bytes, faces) for each image of a file, folder or zip, in path order. A bad image
     raises FerError, or with `skip_bad` is left out; an image without faces is named on stderr."""
     from fercli import console
 
-    images = ImageFaces(path)
     for entry in images.entries:
         name = images.display_name(entry)
         try:
@@ -99,9 +99,7 @@ def faces_of_images(path: str, mode: str, detector: FaceDetector | None,
 
 def row_prefix(name: str, f: PhotoFace) -> str:
     """The CSV fields before the emotion: `id,face,x,y,w,h`."""
-    from fercli.infer.predict import csv_field
-
-    return f"{csv_field(name)},{f.face},{f.box.x},{f.box.y},{f.box.w},{f.box.h}"
+    return line([name, f.face, f.box.x, f.box.y, f.box.w, f.box.h])
 
 
 def _whole(data: bytes, where: str) -> PhotoFace:
