@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +71,28 @@ def fer(capsys, monkeypatch):
     return run
 
 
+@contextlib.contextmanager
+def counted_case(kind: str, hang_s: float = 30) -> Iterator[Path]:
+    """One case of a property-based suite: counted under `kind`, in its own empty folder, under an alarm
+    that turns a hang into a failure."""
+    BAD_INPUT_CASES[kind] += 1
+
+    def hang(signum, frame):
+        raise TimeoutError(f"{kind} case ran over {hang_s} s")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.setitimer(signal.ITIMER_REAL, hang_s)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            yield Path(d)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def fer_in_process(*args: object) -> tuple[int, str, str]:
     """`fer ARGS` in this process: (exit code, stderr, stdout). Exceptions other than SystemExit escape.
     Usable inside hypothesis tests (no function-scoped fixture)."""
-    import contextlib
     import io
 
     from fercli import cli

@@ -13,16 +13,12 @@ five times as many. The number of cases run is printed at the end of the pytest 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gzip
 import io
 import json
 import os
-import signal
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +29,7 @@ from PIL import Image
 
 from fercli.errors import FerError
 
-from conftest import BAD_INPUT_CASES, faces, interrupted_run, pixels_text, read_all_faces
+from conftest import counted_case, faces, interrupted_run, pixels_text, read_all_faces
 from conftest import fer_in_process as fer
 
 settings.register_profile(
@@ -51,22 +47,8 @@ HANG_S = 30
 # ---- the harness -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def case(kind: str) -> Iterator[Path]:
-    """One case: counted, in its own empty folder, under an alarm that turns a hang into a failure."""
-    BAD_INPUT_CASES[kind] += 1
-
-    def hang(signum, frame):
-        raise TimeoutError(f"{kind} case ran over {HANG_S} s")
-
-    old = signal.signal(signal.SIGALRM, hang)
-    signal.setitimer(signal.ITIMER_REAL, HANG_S)
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            yield Path(d)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+def case(kind: str):
+    return counted_case(kind, HANG_S)
 
 
 def clean_outcome(code: int, err: str, output: Path) -> bool:

@@ -20,12 +20,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import stat
 import struct
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import BAD_INPUT_CASES, faces, fer_in_process, pixels_text
+from conftest import counted_case, faces, fer_in_process, pixels_text
 
 settings.register_profile("hostile-ci", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
@@ -70,22 +67,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
-@contextlib.contextmanager
-def case(kind: str) -> Iterator[Path]:
-    """One case, counted, in its own folder, under an alarm that turns a hang into a failure."""
-    BAD_INPUT_CASES[f"hostile-{kind}"] += 1
-
-    def hang(signum, frame):
-        raise TimeoutError(f"{kind} case ran over {HANG_S} s")
-
-    old = signal.signal(signal.SIGALRM, hang)
-    signal.setitimer(signal.ITIMER_REAL, HANG_S)
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            yield Path(d)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+def case(kind: str):
+    return counted_case(f"hostile-{kind}", HANG_S)
 
 
 def run_checked(root: Path, out: Path | tuple[Path, ...], *args: object) -> tuple[int, str, str]:

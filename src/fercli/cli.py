@@ -80,12 +80,13 @@ def _edge() -> Iterator[None]:
     """For one invocation: SIGINT and SIGTERM raise Stopped (temporaries are removed on the way out; `fer
     train` installs its own handlers to save `last` first), SIGPIPE is left to Python (ignored: a closed
     stdout is a BrokenPipeError, turned into Stopped above), stdout is guarded, inputs are protected."""
+    handlers = {signal.SIGINT: _stop, signal.SIGTERM: _stop}
+    if hasattr(signal, "SIGPIPE"):
+        handlers[signal.SIGPIPE] = signal.SIG_IGN
     old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGPIPE", None)):
-        if sig is None:
-            continue
+    for sig, handler in handlers.items():
         try:
-            old[sig] = signal.signal(sig, signal.SIG_IGN if sig == getattr(signal, "SIGPIPE", None) else _stop)
+            old[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread: leave signals alone
             pass
     stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fercli import console
 from fercli.console import plural
-from fercli.data.imagefaces import VIDEO_EXTENSIONS, is_video
+from fercli.data.imagefaces import VIDEO_EXTENSIONS, ImageFaces, is_video
 from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
 from fercli.photos.detect import Box
@@ -108,11 +108,10 @@ class _CsvOut:
         self.write("")
 
 
-def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[Any, dict[str, Path]]]:
+def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[ImageFaces, dict[str, Path]]]:
     """Each image input opened, with the output path (suffix still to choose) of each of its images: a
     clean relative path (safepaths.member_path) that resolves inside out_dir and replaces no input.
     Checked for every image before anything is written."""
-    from fercli.data.imagefaces import ImageFaces
     from fercli.files.safepaths import inside, member_path, refuse_input
 
     opened = [ImageFaces(path, skip_bad) for path in inputs]  # every input noted before any check
@@ -140,7 +139,7 @@ def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[
     return plans
 
 
-def annotate_images(ann: Annotator, images: Any, dests: dict[str, Path], out: _CsvOut, rows: RowWriter,
+def annotate_images(ann: Annotator, images: ImageFaces, dests: dict[str, Path], out: _CsvOut, rows: RowWriter,
                     skip_bad: bool, written: set[Path]) -> int:  # fmt: skip
     """Annotate every image of one planned input (plan_images) in the input's layout (JPEG stays JPEG,
     anything else becomes PNG); write their CSV rows to `out`; return the face count."""
