@@ -9,6 +9,7 @@ import csv
 import ctypes
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -64,6 +65,36 @@ def test_torchrun_two_cpu_processes_match_one_process(trained_synthetic, tmp_pat
     assert abs(multi_acc - single["best_valid_acc"]) <= 0.08
     model, meta = load_model(runs[0] / "best.safetensors")
     assert meta["arch"] == "vgg4s" and not any(k.startswith("module.") for k in model.state_dict())
+
+
+def test_torchrun_with_progress_always_due_finishes_with_the_same_totals(synthetic_data, tmp_path):
+    """Only rank 0 shows progress, and showing it drains the meters with a collective: every rank must
+    take part, or the job hangs (as it did on a terminal, where progress is due every second). Here
+    progress is due at every log_every-th step; the job must finish, with the totals of a quiet run."""
+    def run(name: str, always_due: bool) -> list[dict[str, str]]:
+        code = ("import sys, fercli.progress as p; p.PLAIN_EVERY_S = p.LIVE_EVERY_S = 0;" if always_due else
+                "import sys;") + "sys.argv = ['fer', *sys.argv[1:]]; from fercli.cli import main; main()"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+               sys.executable, "-c", code, "train", "--data", str(synthetic_data), "--epochs", "2", *TRAIN,
+               "--project", str(tmp_path), "--name", name]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its hung workers
+            proc.communicate()
+            raise AssertionError("the torchrun job hung") from None
+        r = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
+        assert r.returncode == 0, _ranks_said(r.stderr)
+        if always_due:
+            assert re.search(r"epoch 1/2 step \d+/\d+ loss", r.stderr), r.stderr[-2000:]  # progress was shown
+        return _metrics(tmp_path / "train" / name)
+
+    shown, quiet = run("shown", True), run("quiet", False)
+    assert [row["epoch"] for row in shown] == [row["epoch"] for row in quiet] == ["1", "2"]
+    for a, b in zip(shown, quiet):
+        assert a["train_acc"] == b["train_acc"]  # counts summed over both ranks, whatever the drains
+        assert abs(float(a["loss"]) - float(b["loss"])) < 1e-6 * max(1.0, abs(float(b["loss"])))
 
 
 def test_each_rank_augments_its_slice_as_one_process_would():

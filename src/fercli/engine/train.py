@@ -165,8 +165,10 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         if pace.observe(st.global_step):
             plan()
         # Progress is shown by time (a terminal: every second; a log: a line a minute), never more often
-        # than every log_every steps; nothing shown, no sync.
-        if (step + 1) % run.log_every == 0 and view.due():
+        # than every log_every steps; nothing shown, no sync. Only rank 0 has a view, and the drain is a
+        # collective: under torchrun every rank learns rank 0's answer first (a collective of its own),
+        # or rank 0 alone would enter the drain and pair it with the others' next collective (a hang).
+        if (step + 1) % run.log_every == 0 and distributed.any_rank(view.due(), group):
             meter.drain(st.sums, group)  # sync
             n = st.sums["seen"]
             ips = (n - meter.seen_at_start) / max(1e-9, time.perf_counter() - t0)
