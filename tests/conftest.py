@@ -30,8 +30,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{suite} suite: {sum(counts.values())} cases ran ({kinds})")
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
+# The real FER2013 files: FER_DATA names their folder, else ../shared/data/fer2013 beside the checkout.
+SHARED = Path(os.environ.get("FER_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013")
 FER_ZIP = SHARED / "fer2013.zip"
+NO_REAL_DATA = f"real FER2013 files not in {SHARED} (FER_DATA names their folder)"  # skip reason
 
 
 @pytest.fixture(scope="session", autouse=True)

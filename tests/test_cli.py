@@ -108,3 +108,15 @@ def test_threads_option_anywhere_and_validated(tmp_path):
     assert r.returncode == 0, r.stderr
     r = fer_subprocess("prep", "--synthetic", "70", "-o", out, "--threads", "0")
     assert r.returncode == 2 and b"--threads must be at least 1" in r.stderr
+
+
+def test_fer_data_names_the_folder_of_the_real_data(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    code = f"import sys; sys.path.insert(0, {str(tests)!r}); import conftest; print(conftest.SHARED)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**__import__("os").environ, "FER_DATA": str(tmp_path)})  # fmt: skip
+    assert r.stdout.strip() == str(tmp_path), r.stderr

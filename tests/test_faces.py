@@ -15,7 +15,7 @@ skdata = pytest.importorskip("skimage.data")
 
 from fercli.photos.composites import background, composite, matches  # noqa: E402
 
-from conftest import SHARED  # noqa: E402
+from conftest import NO_REAL_DATA, SHARED  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def test_builtin_names_the_shipped_model_in_every_command(fer, synthetic_data, t
     assert (tmp_path / "s.png").stat().st_size > 1000
 
 
-@pytest.mark.skipif(not (SHARED / "fer2013.csv.gz").exists(), reason="real FER2013 not present (../shared)")
+@pytest.mark.skipif(not (SHARED / "fer2013.csv.gz").exists(), reason=NO_REAL_DATA)
 def test_composites_of_real_fer2013_faces_keep_the_measured_recall():
     """FER2013's own PublicTest faces pasted at 96-192 px: bench/wild.py measured 79% found (FER2013 holds
     profile, occluded and drawn faces, which a frontal detector misses); the test asks for 70%."""
@@ -255,3 +255,22 @@ def test_composites_of_real_fer2013_faces_keep_the_measured_recall():
         c = composite(np.stack(public[i * 6 : (i + 1) * 6]), [96, 128, 160, 192, 96, 128], rng)
         hits += [k is not None for k in matches(detector(c.image), c.boxes)]
     assert np.mean(hits) >= 0.7, np.mean(hits)
+
+
+def test_annotate_takes_a_model_given_first_as_predict_does(fer, tiny_model, tmp_path):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((48, 48), 120, dtype=np.uint8)).save(face)
+    for first in (tiny_model, "builtin"):
+        r = fer("annotate", first, face, "-o", tmp_path / "out")
+        assert r.code == 0 and len(r.out.splitlines()) == 2, r.err
+    r = fer("annotate", "builtin", "-o", tmp_path / "out")
+    assert r.code == 2 and "give it an input too" in r.err
+
+
+def test_annotate_says_which_videos_a_folder_held(fer, tiny_model, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((48, 48), 120, dtype=np.uint8)).save(photos / "a.png")
+    (photos / "talk.mp4").write_bytes(b"a video")
+    r = fer("annotate", photos, "-o", tmp_path / "out", "-m", tiny_model)
+    assert r.code == 0 and "skipped 1 video (talk.mp4): annotate each video on its own" in r.err

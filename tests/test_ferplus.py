@@ -15,7 +15,7 @@ from fercli.data import crowd
 from fercli.data.prep import prepare
 from fercli.data.prepared import PreparedData
 
-from conftest import SHARED, faces, pixels_text, write_csv
+from conftest import NO_REAL_DATA, SHARED, faces, pixels_text, write_csv
 
 VOTES_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
 
@@ -357,7 +357,7 @@ def test_seven_class_model_on_voted_data_reports_the_crowd(ferplus_model, traine
 # ---- real data --------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (SHARED / "fer2013new.csv").exists(), reason="real FER2013 + FER+ not present (../shared)")
+@pytest.mark.skipif(not (SHARED / "fer2013new.csv").exists(), reason=NO_REAL_DATA)
 def test_real_votes_pair_with_fer2013(tmp_path):
     out = tmp_path / "real.safetensors"
     meta = prepare([str(SHARED / "fer2013.csv.gz"), str(SHARED / "fer2013new.csv")], str(out))

@@ -15,7 +15,7 @@ from fercli.data.prep import carve_val, prepare
 from fercli.data.prepared import PreparedData
 from fercli.errors import FerError
 
-from conftest import FER_ZIP, faces, fer_subprocess, pixels_text, read_all_faces, write_csv
+from conftest import FER_ZIP, NO_REAL_DATA, faces, fer_subprocess, pixels_text, read_all_faces, write_csv
 
 
 def _split(data: PreparedData, name: str) -> np.ndarray:
@@ -275,7 +275,7 @@ def test_synthetic_faces_are_balanced_and_seeded(tmp_path):
     assert np.bincount(a[1]).tolist() == [10] * 7
 
 
-@pytest.mark.skipif(not FER_ZIP.exists(), reason="real FER2013 zip not present (../shared/data/fer2013)")
+@pytest.mark.skipif(not FER_ZIP.exists(), reason=NO_REAL_DATA)
 def test_real_fer2013_zip_counts(tmp_path):
     meta = prepare([str(FER_ZIP)], str(tmp_path / "d.safetensors"))
     c = meta["counts"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SHARED
+from conftest import NO_REAL_DATA, SHARED
 
 FER_GZ = SHARED / "fer2013.csv.gz"
 
 
-@pytest.mark.skipif(not FER_GZ.exists(), reason="real FER2013 not present (../shared/data/fer2013)")
+@pytest.mark.skipif(not FER_GZ.exists(), reason=NO_REAL_DATA)
 def test_cpu_recipe_learns_real_faces(tmp_path):
     from fercli.data.prep import prepare
     from fercli.data.prepared import PreparedData, write_prepared

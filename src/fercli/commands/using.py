@@ -87,7 +87,10 @@ def predict(
 def annotate(
     inputs: list[str] = typer.Argument(..., help="Images, folders or zips of images; or one video (mp4, avi, mov)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the annotated copies."),
-    model: Path = typer.Option(Path("builtin"), "--model", "-m", help="Checkpoint, run folder or builtin."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Checkpoint, run folder or builtin (default: builtin; or MODEL first, as in "
+        "predict: fer annotate MODEL INPUT...)."
+    ),
     faces: str = FACES_OPT,
     every: int = typer.Option(1, "--every", help="Video: search every Nth frame (boxes stay drawn until the next)."),
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class to the CSV."),
@@ -99,7 +102,9 @@ def annotate(
 ) -> None:
     """Draw a box, the emotion and probability bars on every face; the CSV of the faces on stdout."""
     from fercli.photos.annotate import annotate as run_annotate
+    from fercli.photos.annotate import model_first
 
+    inputs, model = model_first(inputs, model)
     kw = dict(faces=faces, every=every, probs=probs, names=names, tta=tta, skip_bad=skip_bad, device=device)
     if csv_out is None:
         run_annotate(inputs, out_dir, str(model), out=sys.stdout, **kw)

@@ -184,6 +184,7 @@ class ImageFaces:
             every = [""]  # a single image file
         names = [n for n in every if n == "" or (_is_image_name(n) and not _hidden(n))]
         self.label_files = sorted(n for n in every if PurePosixPath(n).name.lower() == LABEL_FILE)
+        self.videos = sorted(n for n in every if is_video(n))  # not read here: `fer annotate` takes one alone
         self.entries = [ImageEntry(n, *_layout(n)) for n in sorted(names)]
         if not self.entries:
             raise FerError(f"{path}: no image files found", BAD_INPUT)

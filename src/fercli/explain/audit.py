@@ -80,6 +80,7 @@ def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path:
             ax = axes[ri, j]
             ax.imshow(images[r["i"]], cmap="gray", vmin=0, vmax=255)
             ax.set_title(f"{classes[c]} -> {classes[r['predicted']]}\n{100 * r['confidence']:.0f}%", fontsize=7)
-    fig.suptitle("most likely mislabelled: given -> predicted (confidence)", fontsize=10)
+    # Ranked by loss under the given label: a class with few disagreements shows agreeing faces too.
+    fig.suptitle("highest loss under the given label: given -> predicted (confidence)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

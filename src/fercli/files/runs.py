@@ -42,6 +42,25 @@ def _natural(name: str) -> tuple[str, int]:
     return m.group(1), int(m.group(2) or 1)
 
 
+def is_model_ref(ref: str) -> bool:
+    """Whether `ref` names a model rather than data: `builtin` (unless a file or folder has that name), a
+    .safetensors file that is a checkpoint, or a run folder."""
+    p = Path(ref)
+    if ref == "builtin":
+        return not p.exists()
+    if p.is_dir():
+        return (p / "best.safetensors").exists() or (p / "last.safetensors").exists()
+    if p.suffix.lower() == ".safetensors" and p.is_file():
+        from fercli.files.checkpoint import META_KEY
+        from fercli.files.safefile import read_header
+
+        try:
+            return META_KEY in read_header(p)[1]
+        except FerError:
+            return False
+    return False
+
+
 def resolve_checkpoint(ref: str | Path | None, project: str | Path = DEFAULT_PROJECT, resume: bool = False) -> Path:
     """A checkpoint path from what users type. For a model (eval, predict, the explanations): a file, a run
     folder (its best, else its last), `builtin` for the model the package ships, or None for the newest

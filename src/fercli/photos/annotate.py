@@ -117,6 +117,9 @@ def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[
     opened = [ImageFaces(path, skip_bad) for path in inputs]  # every input noted before any check
     plans = []
     for path, images in zip(inputs, opened):
+        if images.videos:
+            console.info(f"{path}: skipped {plural(len(images.videos), 'video')} ({images.videos[0]}"
+                         f"{', ...' if len(images.videos) > 1 else ''}): annotate each video on its own")  # fmt: skip
         if os.path.isdir(path) and os.path.realpath(path) == os.path.realpath(out_dir):
             raise FerError(f"{out_dir}: -o is the input folder {path}; annotated copies would replace the "
                            "originals (choose another folder)", USAGE)  # fmt: skip
@@ -258,6 +261,18 @@ def annotate(inputs: list[str], out_dir: Path, model_ref: str, *, faces: str = "
         console.info(f"annotated {plural(n, 'face')} in {plural(len(written), 'image')} into {out_dir}")
     csv_out.close()
     return n
+
+
+def model_first(inputs: list[str], model: Path | None) -> tuple[list[str], str]:
+    """(inputs, model) of `fer annotate`: a model given first, as `fer predict` takes it (`fer annotate
+    builtin photo.jpg`), is taken for the model when --model is not given; else builtin."""
+    from fercli.files.runs import is_model_ref
+
+    if model is None and len(inputs) > 1 and is_model_ref(inputs[0]):
+        return inputs[1:], inputs[0]
+    if model is None and inputs == ["builtin"] and not os.path.exists("builtin"):
+        raise FerError("builtin names a model: give it an input too (fer annotate builtin photo.jpg -o DIR)", USAGE)
+    return inputs, str(model or "builtin")
 
 
 def video_dest(path: str, out_dir: Path) -> Path:
