@@ -94,6 +94,15 @@ def test_a_symlink_in_the_output_folder_cannot_lead_outside(tiny_model, face, tm
     assert list(outside.iterdir()) == []
 
 
+def test_two_members_with_one_output_path_are_refused_before_any_write(tiny_model, face, tmp_path):
+    zpath = tmp_path / "d.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("a/b.png", png(face))
+        z.writestr("a/./b.png", png(np.flipud(face).copy()))
+    code, err, _ = fer_in_process("annotate", zpath, "-o", tmp_path / "out", "-m", tiny_model)
+    assert code == 2 and "would be written twice" in one_error(err) and not (tmp_path / "out").exists()
+
+
 # ---- 2. inputs and special files never destroyed -------------------------------------------------------
 
 

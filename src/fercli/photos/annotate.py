@@ -115,7 +115,7 @@ def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[
     from fercli.files.safepaths import inside, member_path, refuse_input
 
     opened = [ImageFaces(path, skip_bad) for path in inputs]  # every input noted before any check
-    plans = []
+    plans, planned = [], {}
     for path, images in zip(inputs, opened):
         if images.videos:
             console.info(f"{path}: skipped {plural(len(images.videos), 'video')} ({images.videos[0]}"
@@ -135,6 +135,9 @@ def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[
                 continue
             for suffix in (".jpg", ".png"):
                 refuse_input(dest.with_suffix(suffix), "-o")
+            if dest in planned:  # `a/./b.png` and `a/b.png`, or two inputs with one name
+                raise FerError(f"{dest} would be written twice ({planned[dest]} and {path}: {rel})", USAGE)
+            planned[dest] = f"{path}: {rel}"
             dests[entry.path] = dest
             kept.append(entry)
         images.entries = kept
