@@ -216,7 +216,8 @@ def annotate_video(ann: Annotator, path: str, out_dir: Path, out: _CsvOut, rows:
                     ok, frame = cap.read()
             finally:
                 writer.release()
-        console.info(f"{path}: {index} frames, {count} faces in frames every {every}; wrote {dest}")
+        console.info(f"{path}: {plural(index, 'frame')}, {plural(count, 'face')} in frames every {every}; "
+                     f"wrote {dest}")  # fmt: skip
         return count
     finally:
         cap.release()
