@@ -186,3 +186,18 @@ def test_audit_figure_titles_name_the_classes(tmp_path, monkeypatch):
     audit_figure(np.zeros((2, 48, 48), np.uint8), rows, 1, tmp_path / "a.png", CLASSES)
     titles = [ax.get_title() for ax in figs[0].axes if ax.get_title()]
     assert titles == [f"{CLASSES[0]} -> {CLASSES[5]}\n90%", f"{CLASSES[2]} -> {CLASSES[0]}\n80%"]
+
+
+def test_figures_name_their_split_in_the_png_metadata(fer, trained_synthetic, tmp_path):
+    ckpt, data, _, _ = trained_synthetic
+    cases = [
+        (["saliency", "-m", ckpt, "--index", "3", "--split", "test"], "test"),
+        (["saliency", "-m", ckpt, "--per-class", "1", "--split", "val"], "val"),
+        (["confmat", ckpt, "--split", "test"], "test"),
+        (["audit", "-m", ckpt, "--split", "train"], "train"),
+    ]
+    for k, (args, split) in enumerate(cases):
+        out = tmp_path / f"{k}.png"
+        r = fer(*args, "--data", data, "-o", out)
+        assert r.code == 0, r.err
+        assert Image.open(out).info["Description"] == f"the {split} split of {data.name}", args

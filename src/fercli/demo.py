@@ -20,7 +20,7 @@ NEXT_STEPS = """next, on the real FER2013 (see README.md):
   fer train --recipe cpu                    # a CPU: the best model 19 minutes give (plain `fer train` on a GPU)
   fer eval --split test
   fer predict runs/train/exp/best.safetensors test.csv > submission.csv
-  fer saliency --index 3 --out sal.png"""
+  fer saliency --split test --index 3 --out sal.png"""
 
 
 def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, device: str = "auto") -> dict[str, Any]:
@@ -36,6 +36,7 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     from fercli.files.checkpoint import load_model
     from fercli.infer.evaluate import confmat_figure, evaluate
     from fercli.infer.predict import predict_stream
+    from fercli.plots import split_source
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     pick = [int(test[np.flatnonzero(d.labels[test] == c)[0]]) for c in (3, 5, 0)]  # a happy, surprised, angry face
     res = explain(net, meta, np.array(d.images[pick]), np.array(d.labels[pick]), list(METHODS), "pred", dev)
     saliency_figure(np.array(d.images[pick]), np.array(d.labels[pick]), res, [f"face {i}" for i in pick],
-                    out / "saliency.png")  # fmt: skip
+                    out / "saliency.png", split_source("test", data))  # fmt: skip
 
     console.info("[6/7] ascent: what the last conv layer's first 8 filters respond to")
     name, _ = pick_layer(net, "-1")
@@ -76,7 +77,7 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
 
     console.info("[7/7] audit: the training faces the model finds least believable")
     tr, suspects = audit_split(net, meta, d, "train", 4, dev)
-    audit_figure(np.array(d.images[tr]), suspects, 4, out / "audit.png")
+    audit_figure(np.array(d.images[tr]), suspects, 4, out / "audit.png", source=split_source("train", data))
 
     from fercli.plots import training_curves
 

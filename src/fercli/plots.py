@@ -55,12 +55,20 @@ def pyplot():
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, source: str | None = None) -> None:
+    """Write `fig` as PNG; `source` (which faces it shows: "the test split of fer-data.safetensors") goes
+    into the file's Description text, so the figure says where it came from outside its title too."""
     plt = pyplot()
     check_png(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
+                    metadata={"Description": source} if source else None)  # fmt: skip
     plt.close(fig)
+
+
+def split_source(split: str, data_path: str | os.PathLike) -> str:
+    """What a figure of a split shows, in words: "the test split of fer-data.safetensors"."""
+    return f"the {split} split of {Path(str(data_path)).name}"
 
 
 def training_curves(history: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> None:

@@ -27,7 +27,10 @@ def saliency(
     index: list[int] = typer.Option(None, "--index", "-i", help="Face index within the split; repeatable."),
     model: Path | None = MODEL_OPT,
     data: Path | None = DATA_OPT,
-    split: str = typer.Option("val", help="Split the indices refer to.", autocompletion=completion(SPLITS)),
+    split: str = typer.Option(
+        "val", help="Split the indices refer to (val by default: test is for the final score).",
+        autocompletion=completion(SPLITS),
+    ),
     method: str = typer.Option(
         "grad",
         help="grad, smoothgrad, ig, gradcam or all.",
@@ -55,10 +58,13 @@ def saliency(
     idx, captions = pick_faces(d, split, index, per_class, classes)
     images, labels = np.array(d.images[idx]), face_labels(classes, d, idx)
     res = explain(net, meta, images, labels, methods, target, dev)
+    from fercli.plots import split_source
+
+    source = split_source(split, d.path)
     if per_class:
-        per_class_figure(images, labels, res, out, per_class)
+        per_class_figure(images, labels, res, out, per_class, source)
     else:
-        saliency_figure(images, labels, res, captions, out)
+        saliency_figure(images, labels, res, captions, out, source)
     if npy is not None:
         with atomic_path(npy) as tmp, open(tmp, "wb") as f:
             np.save(f, res["maps"])
@@ -133,7 +139,9 @@ def audit(
     net, meta, d, dev = model_and_data(model, data, project, device)
     classes = classes_of(meta)
     idx, rows = audit_split(net, meta, d, split, top, dev, tta)
-    audit_figure(np.array(d.images[idx]), rows, top, out, classes)
+    from fercli.plots import split_source
+
+    audit_figure(np.array(d.images[idx]), rows, top, out, classes, split_source(split, d.path))
     from fercli.csvrows import line
 
     # With FER+ votes: what the crowd voted for most, and with what share of its votes.

@@ -66,7 +66,7 @@ def crowd_view(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path: str | os.PathLike,
-                 classes: tuple[str, ...] = CLASSES) -> None:  # fmt: skip
+                 classes: tuple[str, ...] = CLASSES, source: str | None = None) -> None:  # fmt: skip
     """Rows are the given classes, columns the suspects, each titled given -> predicted (confidence)."""
     from fercli.plots import pyplot, save_figure
 
@@ -81,6 +81,7 @@ def audit_figure(images: np.ndarray, rows: list[dict[str, Any]], top: int, path:
             ax.imshow(images[r["i"]], cmap="gray", vmin=0, vmax=255)
             ax.set_title(f"{classes[c]} -> {classes[r['predicted']]}\n{100 * r['confidence']:.0f}%", fontsize=7)
     # Ranked by loss under the given label: a class with few disagreements shows agreeing faces too.
-    fig.suptitle("highest loss under the given label: given -> predicted (confidence)", fontsize=10)
+    fig.suptitle("highest loss under the given label: given -> predicted (confidence)"
+                 + (f"\n{source}" if source else ""), fontsize=10)  # fmt: skip
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, source=source)

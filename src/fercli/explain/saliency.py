@@ -187,9 +187,11 @@ def explain(
 
 
 def saliency_figure(
-    images: np.ndarray, labels: np.ndarray, result: dict[str, Any], titles: list[str], path: str | os.PathLike
+    images: np.ndarray, labels: np.ndarray, result: dict[str, Any], titles: list[str], path: str | os.PathLike,
+    source: str | None = None,
 ) -> None:
-    """One row per face: the face, each method's map (with a colour bar), and an overlay of the first map."""
+    """One row per face: the face, each method's map (with a colour bar), and an overlay of the first map;
+    `source` (plots.split_source) titles the figure and goes into the PNG's metadata."""
     from fercli.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -216,12 +218,15 @@ def saliency_figure(
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
+    if source:
+        fig.suptitle(f"faces from {source}", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, source=source)
 
 
 def per_class_figure(
-    images: np.ndarray, labels: np.ndarray, result: dict[str, Any], path: str | os.PathLike, k: int
+    images: np.ndarray, labels: np.ndarray, result: dict[str, Any], path: str | os.PathLike, k: int,
+    source: str | None = None,
 ) -> None:
     """A grid of k faces per emotion: each face, then its map as an overlay, side by side."""
     from fercli.plots import pyplot, save_figure
@@ -248,6 +253,6 @@ def per_class_figure(
             b.imshow(mp / (mp.max() or 1.0), cmap="inferno", alpha=0.6)
             b.set_title(f"pred {names[result['pred'][i]]}", fontsize=7)
         axes[r, 0].set_ylabel(names[c], fontsize=10)
-    fig.suptitle(f"{result['methods'][0]} saliency, {k} faces per emotion")
+    fig.suptitle(f"{result['methods'][0]} saliency, {k} faces per emotion" + (f", from {source}" if source else ""))
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, source=source)

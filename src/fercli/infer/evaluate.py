@@ -129,7 +129,7 @@ def metrics_table(m: dict[str, Any]):
 
 def confmat_figure(m: dict[str, Any], path: str | os.PathLike, normalize_only: bool = False) -> None:
     """Counts and row-normalised percentages side by side (or only the latter), class names on both axes."""
-    from fercli.plots import pyplot, save_figure
+    from fercli.plots import pyplot, save_figure, split_source
 
     plt = pyplot()
     cm = np.asarray(m["confusion"])
@@ -156,4 +156,4 @@ def confmat_figure(m: dict[str, Any], path: str | os.PathLike, normalize_only: b
     fig.suptitle(f"{Path(str(m['model'])).parent.name or m['model']} on {m['split']}: "
                  f"accuracy {100 * m['accuracy']:.2f}% ({m['n']} faces)")  # fmt: skip
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, source=split_source(m["split"], m["data"]) if "data" in m else None)
