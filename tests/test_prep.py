@@ -336,3 +336,26 @@ def test_image_release_names_its_usage_and_follows_the_same_rule(tmp_path):
     }
     meta = prepare([str(zpath)], str(tmp_path / "s.safetensors"), protocol="standard")
     assert meta["counts"]["val"]["total"] == 7 and "test" not in meta["counts"]
+
+
+def test_prep_tables_fit_80_columns_without_cutting_anything(tmp_path):
+    """FER2013's real sizes (five-digit totals) and FER+'s eleven columns, on an 80-column terminal."""
+    from rich.console import Console
+
+    from fercli.classes import CLASSES
+    from fercli.data import crowd
+    from fercli.data.prep import counts_table, votes_table
+
+    def counts(classes):
+        return {s: {**{c: 12345 for c in classes}, "unlabeled": 0, "total": 25837} for s in ("train", "val", "test")}
+
+    meta = {"content_hash": "81682e038d9a357b", "counts": counts(CLASSES),
+            "origin": {"protocol": "holdout", "splits": {"train": ["fer2013.csv.gz: Training (25837)"],
+                                                         "val": ["carved from train: 0.1 of each class (2872)"]}},
+            "votes": {"faces": 32298, "counts": counts(crowd.FERPLUS_CLASSES)}}  # fmt: skip
+    con = Console(width=80, record=True, color_system=None)
+    con.print(counts_table(meta))
+    con.print(votes_table(meta))
+    text = con.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    assert "train: fer2013.csv.gz: Training (25837)" in text and "contempt" in text and "unlabeled" in text
