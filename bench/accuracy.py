@@ -35,17 +35,18 @@ from _common import SHARED
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def prepared(sources: list[Path], val_frac: float, seed: int) -> Path:
-    """The prepared file for `sources`, made once per source version and kept in .data/bench/."""
+def prepared(sources: list[Path], val_frac: float, seed: int, dedup: bool = False) -> Path:
+    """The prepared file for `sources`, made once per source version and kept in .data/bench/; `dedup`: the
+    same split with the val and test copies of train faces dropped (`fer prep --dedup`)."""
     from fercli.data.prep import prepare
 
     stamp = "|".join(f"{s.resolve()}|{s.stat().st_size}|{s.stat().st_mtime_ns}" for s in sources)
     key = hashlib.sha256(f"{stamp}|{val_frac}|{seed}".encode()).hexdigest()
     name = "+".join(s.name.split(".")[0] for s in sources)
-    out = ROOT / ".data" / "bench" / f"{name}-holdout-{key[:10]}.safetensors"
+    out = ROOT / ".data" / "bench" / f"{name}-holdout{'-dedup' if dedup else ''}-{key[:10]}.safetensors"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        prepare([str(s) for s in sources], str(out), val_frac=val_frac, seed=seed, protocol="holdout")
+        prepare([str(s) for s in sources], str(out), val_frac=val_frac, seed=seed, protocol="holdout", dedup=dedup)
     return out
 
 
@@ -96,6 +97,9 @@ def main() -> None:
     ckpt = run / "best.safetensors"
     meta = read_meta(ckpt)
     test = evaluate(ckpt, str(data), "test", tta=None, device="auto")
+    # PublicTest less its copies of training faces (FER2013 holds them): the same split, deduplicated.
+    dedup = evaluate(ckpt, str(prepared(sources, args.val_frac, 0, dedup=True)), "test", tta=None,
+                     device="auto")  # fmt: skip
     run_args = json.loads((run / "args.json").read_text())
     with open(run / "metrics.csv") as f:
         history = list(csv.DictReader(f))
@@ -121,6 +125,8 @@ def main() -> None:
         "test_macro_f1": round(test["macro_f1"], 4),
         "test_crowd_share": round(test["crowd"]["mean_share"], 4) if "crowd" in test else None,
         "test_tta": test["tta"],
+        "test_faces_dedup": dedup["n"],
+        "test_acc_dedup": round(dedup["accuracy"], 4),
         "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),

@@ -359,3 +359,31 @@ def test_prep_tables_fit_80_columns_without_cutting_anything(tmp_path):
     text = con.export_text()
     assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
     assert "train: fer2013.csv.gz: Training (25837)" in text and "contempt" in text and "unlabeled" in text
+
+
+def test_prep_counts_duplicates_and_dedup_drops_the_held_out_copies_of_train_faces(tmp_path, fer):
+    """Exact copies (same pixels) within and across splits on every prep; with --dedup also re-encoded
+    copies (a face changed by a few grey levels, as a JPEG of it is), whose val and test copies are dropped."""
+    from fercli.data.prepared import PreparedData
+
+    images, labels = faces(40, seed=5)
+    train, test = list(images[:30]), list(images[30:])
+    test[0] = train[3]  # an exact copy of a train face in test
+    noisy = np.clip(train[7].astype(int) + np.random.default_rng(0).integers(-2, 3, train[7].shape), 0, 255)
+    test[1] = noisy.astype(np.uint8)  # a near-exact copy
+    train[10] = train[11]  # a repeat within train
+    rows = [f"{lab},{pixels_text(img)},Training" for img, lab in zip(train, labels[:30])]
+    rows += [f"{lab},{pixels_text(img)},PublicTest" for img, lab in zip(test, labels[30:])]
+    src = write_csv(tmp_path / "fer2013.csv", "emotion,pixels,Usage", rows)
+    r = fer("prep", src, "-o", tmp_path / "d.safetensors", "--val-frac", "0")
+    assert r.code == 0, r.err
+    dup = PreparedData.open(tmp_path / "d.safetensors").meta["duplicates"]
+    assert dup["train"]["within"] == 1 and dup["test"] == {"within": 0, "of_train": 1}
+    assert "test 1 exact copies of train faces" in r.err and "1 repeats within train" in r.err
+    r = fer("prep", src, "-o", tmp_path / "dd.safetensors", "--val-frac", "0", "--dedup")
+    assert r.code == 0, r.err
+    d = PreparedData.open(tmp_path / "dd.safetensors")
+    assert d.meta["duplicates"]["test"]["near_of_train"] == 1 and d.meta["duplicates"]["dropped"]["test"] == 2
+    assert d.meta["counts"]["test"]["total"] == 8 and d.meta["counts"]["train"]["total"] == 30
+    kept = np.array(d.images[d.indices("test")])
+    assert not any((kept == t).all((1, 2)).any() for t in (train[3], test[1]))

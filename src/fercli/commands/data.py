@@ -29,6 +29,9 @@ def prep(
         "carved from Training), auto (standard when PrivateTest is present, else holdout).",
         autocompletion=completion(("auto", "standard", "holdout")),
     ),
+    dedup: bool = typer.Option(
+        False, "--dedup", help="Drop val and test faces that copy a train face (exact or re-encoded)."
+    ),
 ) -> None:
     """Read FER2013 in any layout into one prepared data file that the other commands open instantly."""
     from fercli.data.prep import counts_table, prepare, votes_table
@@ -36,7 +39,7 @@ def prep(
 
     target = str(out or DEFAULT_DATA)
     meta = prepare(sources or [], target, val_frac=val_frac, seed=seed, skip_bad=skip_bad, synthetic=synthetic,
-                   protocol=protocol)  # fmt: skip
+                   protocol=protocol, dedup=dedup)  # fmt: skip
     console.show(counts_table(meta))
     if meta.get("votes"):
         console.show(votes_table(meta))

@@ -13,6 +13,7 @@ from fercli import console
 from fercli.classes import CLASSES, ORIGINS, SPLITS, UNLABELED, USAGE_CODE
 from fercli.data import crowd
 from fercli.data.csvfaces import BadRows, read_csv
+from fercli.data.duplicates import exact_copies, near_copies, summary
 from fercli.data.imagefaces import ImageFaces, is_image_source
 from fercli.data.prepared import write_prepared
 from fercli.data.synthetic import synthetic_faces
@@ -251,8 +252,10 @@ def prepare(
     skip_bad: bool = False,
     synthetic: int = 0,
     protocol: str = "auto",
+    dedup: bool = False,
 ) -> dict[str, Any]:
-    """Read every source, carve val where none came, write `out`; return the metadata written."""
+    """Read every source, carve val where none came, count duplicates (data/duplicates.py; with `dedup`,
+    drop the val and test copies of train faces), write `out`; return the metadata written."""
     if not 0 <= val_frac < 1:
         raise FerError(f"--val-frac must be in [0, 1), got {val_frac}", USAGE)
     if not sources and not synthetic:
@@ -301,13 +304,32 @@ def prepare(
         splits = carve_val(key, splits, val_frac, seed)
         val_carved = {"from": "train", "frac": val_frac, "seed": seed, "stratified": True}
         console.info(f"no validation split in the sources: carved {val_frac:g} of train (seed {seed})")
+    report, copies = exact_copies(images, splits)
+    if dedup:
+        near = near_copies(images, splits)
+        for k, name in enumerate(SPLITS):
+            if k != TRAIN and name in report:
+                report[name]["near_of_train"] = int((near & ~copies & (splits == k)).sum())
+        keep = ~(copies | near)
+        report["dropped"] = {name: int((~keep & (splits == k)).sum()) for k, name in enumerate(SPLITS) if k != TRAIN}
+        images, labels, splits, rows, source, origins = _kept(keep, images, labels, splits, rows, source, origins)
+        votes = None if votes is None else votes[keep]
     origin = {"protocol": protocol, "splits": split_sources(origins, splits, source, parts, val_carved)}
     return write_prepared(out, images, labels, splits, rows, source, [p.info for p in parts], val_carved, origin,
-                          votes)  # fmt: skip
+                          votes, duplicates=report)  # fmt: skip
+
+
+def _kept(keep: np.ndarray, images: list[np.ndarray], *columns: np.ndarray) -> tuple:
+    """The faces where `keep` is true: the image pieces cut piece by piece (never joined), then each column."""
+    pieces, at = [], 0
+    for piece in images:
+        pieces.append(piece[keep[at : at + len(piece)]])
+        at += len(piece)
+    return (pieces, *(c[keep] for c in columns))
 
 
 def _split_table(title: str, counts: dict[str, dict[str, int]], classes: tuple[str, ...], unlabeled: str,
-                 came: dict[str, list[str]] | None = None):  # fmt: skip
+                 came: dict[str, list[str]] | None = None, note: str | None = None):  # fmt: skip
     """Rich table of faces per split and class (split_counts' layout), then where each split came from,
     one line each. Laid out for 80 columns: no vertical rules, one space between columns, nothing
     wrapped or cut (FER+'s eleven columns take 79)."""
@@ -325,6 +347,7 @@ def _split_table(title: str, counts: dict[str, dict[str, int]], classes: tuple[s
         if row:
             table.add_row(split, *[str(row[c]) for c in (*classes, "unlabeled", "total")])
     lines = [f"{split}: {', '.join(came[split])}" for split in SPLITS if came and came.get(split)]
+    lines += [note] if note else []
     return Group(table, *(Text(line) for line in lines)) if lines else table
 
 
@@ -332,8 +355,13 @@ def counts_table(meta: dict[str, Any]):
     """Rich table of faces per split and emotion, from a prepared file's metadata."""
     origin = meta.get("origin") or {}
     protocol = f", {origin['protocol']} protocol" if origin.get("protocol") else ""
+    note = summary(meta.get("duplicates") or {})
+    if note and "dropped" in (meta.get("duplicates") or {}):
+        note += "; dropped by --dedup: " + ", ".join(f"{k} {n:,}" for k, n in meta["duplicates"]["dropped"].items())
+    elif note:
+        note += " (fer prep --dedup drops the val and test copies)"
     return _split_table(f"prepared data ({meta['content_hash']}{protocol})", meta["counts"], CLASSES, "unlabeled",
-                        origin.get("splits", {}))  # fmt: skip
+                        origin.get("splits", {}), note)  # fmt: skip
 
 
 def votes_table(meta: dict[str, Any]):

@@ -125,6 +125,7 @@ def write_prepared(
     val_carved: dict[str, Any] | None,
     origin: dict[str, Any] | None = None,
     votes: np.ndarray | None = None,
+    duplicates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write atomically and return the metadata written. `images` may come in pieces (uint8 [n_i,48,48])."""
     from fercli.data import crowd
@@ -141,6 +142,7 @@ def write_prepared(
         "origin": origin,  # the split protocol, and for each split the sources its faces came from
         "fercli_version": __version__,
         "content_hash": content_hash(images, labels, splits, votes),
+        "duplicates": duplicates,  # data/duplicates.py: exact copies per split, near-exact and dropped with --dedup
     }
     if votes is not None:
         meta["votes"] = {"columns": list(crowd.VOTE_COLUMNS), "faces": int((votes.sum(1) > 0).sum()),
