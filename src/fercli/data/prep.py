@@ -355,10 +355,11 @@ def counts_table(meta: dict[str, Any]):
     """Rich table of faces per split and emotion, from a prepared file's metadata."""
     origin = meta.get("origin") or {}
     protocol = f", {origin['protocol']} protocol" if origin.get("protocol") else ""
-    note = summary(meta.get("duplicates") or {})
-    if note and "dropped" in (meta.get("duplicates") or {}):
-        note += "; dropped by --dedup: " + ", ".join(f"{k} {n:,}" for k, n in meta["duplicates"]["dropped"].items())
-    elif note:
+    dup = meta.get("duplicates") or {}
+    note = summary(dup)
+    if note and "dropped" in dup:
+        note += "; dropped by --dedup: " + ", ".join(f"{k} {n:,}" for k, n in dup["dropped"].items())
+    elif note and any(r.get("of_train") for k, r in dup.items() if k != "dropped"):
         note += " (fer prep --dedup drops the val and test copies)"
     return _split_table(f"prepared data ({meta['content_hash']}{protocol})", meta["counts"], CLASSES, "unlabeled",
                         origin.get("splits", {}), note)  # fmt: skip
