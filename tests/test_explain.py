@@ -180,7 +180,7 @@ def test_audit_figure_titles_name_the_classes(tmp_path, monkeypatch):
     from fercli.explain.audit import audit_figure
 
     figs = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figs.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: figs.append(fig))
     rows = [{"i": 0, "given": 0, "predicted": 5, "confidence": 0.9, "loss": 2.0},
             {"i": 1, "given": 2, "predicted": 0, "confidence": 0.8, "loss": 1.5}]  # fmt: skip
     audit_figure(np.zeros((2, 48, 48), np.uint8), rows, 1, tmp_path / "a.png", CLASSES)

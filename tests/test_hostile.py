@@ -358,7 +358,7 @@ def test_a_closed_pipe_ends_a_video_quietly_with_141_and_no_temporary(tiny_model
     cv2 = pytest.importorskip("cv2")
     clip = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 96))
-    for i in range(200):
+    for i in range(600):  # long enough that the job is still writing rows when the reader goes
         writer.write(np.full((96, 96, 3), i % 255, dtype=np.uint8))
     writer.release()
     out = tmp_path / "out"
