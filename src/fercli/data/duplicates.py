@@ -55,7 +55,8 @@ def near_copies(images: list[np.ndarray], splits: np.ndarray) -> np.ndarray:
 
 
 def summary(report: dict[str, Any]) -> str | None:
-    """One line for the prep output: "duplicates: test 280 exact copies of train faces (7.8%), ..."."""
+    """One line for the prep output: "duplicates: 994 repeats within train, test 252 exact copies of train
+    faces (+32 near-exact), ..."; None when there are none."""
     parts = []
     for name, r in report.items():
         if name == "dropped":

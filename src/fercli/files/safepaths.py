@@ -82,7 +82,12 @@ def is_input(path: str | os.PathLike) -> bool:
     if scope is None or not _keys(path) & scope.inputs:
         return False
     real = os.path.realpath(path)
-    return not any(os.path.commonpath([folder, real]) == folder for folder in scope.owned)
+    return not any(_within(folder, real) for folder in scope.owned)
+
+
+def _within(real_root: str, real: str) -> bool:
+    """Whether the resolved path `real` is `real_root` or lies below it."""
+    return os.path.commonpath([real_root, real]) == real_root
 
 
 def refuse_input(dest: str | os.PathLike, option: str = "the output") -> None:
@@ -115,8 +120,7 @@ def member_path(name: str, where: str) -> PurePosixPath:
 def inside(root: Path, rel: PurePosixPath, where: str) -> Path:
     """root / rel, after checking that it resolves (symlinks in root followed) to a place inside root."""
     dest = root / rel
-    real_root = os.path.realpath(root)
     real = os.path.realpath(dest)
-    if os.path.commonpath([real_root, real]) != real_root:
+    if not _within(os.path.realpath(root), real):
         raise FerError(f"{where}: output {dest} would resolve outside {root} ({real}); refusing it", USAGE)
     return dest
