@@ -77,8 +77,8 @@ def main() -> None:
 
     import torch
 
-    from fercli.engine.device import cpu_name
     from fercli.files.checkpoint import read_meta
+    from fercli.hardware import cpu_name
     from fercli.infer.evaluate import evaluate
     from fercli.models import create
 

@@ -60,8 +60,8 @@ def main() -> None:
 
     from fercli.data import crowd
     from fercli.data.prepared import PreparedData
-    from fercli.engine.device import cpu_name, pick_device
     from fercli.files.checkpoint import classes_of, load_model, model_tta
+    from fercli.hardware import cpu_name, pick_device
     from fercli.infer.inference import predict_probs
 
     data_path = prepared(sources, 0.1, 0)

@@ -14,9 +14,9 @@ import torch
 from fercli import models
 from fercli.classes import CLASSES
 from fercli.data.synthetic import synthetic_faces
-from fercli.engine.device import pick_device
 from fercli.explain.ascent import ascend
 from fercli.explain.saliency import METHODS, explain
+from fercli.hardware import pick_device
 
 
 def main() -> None:

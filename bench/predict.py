@@ -22,8 +22,8 @@ import torch
 from fercli import console, models
 from fercli.classes import CLASSES
 from fercli.data.csvfaces import read_csv
-from fercli.engine.device import pick_device
 from fercli.files.checkpoint import save_checkpoint
+from fercli.hardware import pick_device
 from fercli.infer.inference import normalize
 from fercli.infer.predict import predict_stream
 

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from fercli import console, models
 from fercli.data.prep import prepare
 from fercli.data.prepared import PreparedData
-from fercli.engine.device import pick_device
 from fercli.engine.recipe import NO_AUGMENT, build_recipe
 from fercli.engine.train import RunSettings, train
+from fercli.hardware import pick_device
 
 
 def plain_loop(arch: str, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, dev: torch.device) -> float:

@@ -77,9 +77,9 @@ def main() -> None:
     from accuracy import prepared
     from fercli.data.crowd import scored_faces
     from fercli.data.prepared import PreparedData
-    from fercli.engine.device import cpu_name
     from fercli.files.checkpoint import classes_of, load_model, model_tta
     from fercli.files.runs import resolve_checkpoint
+    from fercli.hardware import cpu_name
     from fercli.infer.inference import predict_probs
     from fercli.photos import detect
     from fercli.photos.composites import composite, matches

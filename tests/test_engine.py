@@ -282,3 +282,54 @@ def test_compile_trains_through_the_compiled_module_and_saves_plain_weights(synt
     assert compiled["history"][0]["loss"] == pytest.approx(eager["history"][0]["loss"], rel=1e-3)
     model, _ = load_model(tmp_path / "train" / "compiled" / "best.safetensors")
     assert not any("_orig_mod" in k for k in model.state_dict())
+
+
+def test_fp32_training_enters_no_autocast(synthetic_data, tmp_path, monkeypatch):
+    """torch before 2.5 raises on torch.autocast("mps", enabled=False); fp32 training must not ask for one."""
+
+    def refuse(*args, **kw):
+        raise RuntimeError("User specified an unsupported autocast device_type 'mps'")
+
+    monkeypatch.setattr(torch, "autocast", refuse)
+    r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=1, batch=64, lr=0.05))
+    out = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False,
+                               precision="fp32"))  # fmt: skip
+    assert len(out["history"]) == 1 and math.isfinite(out["history"][0]["loss"])
+
+
+def test_a_resume_on_another_device_takes_this_devices_optimizer_flags():
+    """A checkpoint saved where the optimizer was fused (CUDA) resumes with the flags the optimizer built
+    here has (the CPU's defaults), keeping what the optimizer learned."""
+    from fercli.files.checkpoint import optimizer_from_flat, optimizer_to_flat
+
+    w = torch.nn.Parameter(torch.ones(3))
+    saved = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    w.grad = torch.full((3,), 2.0)
+    saved.step()
+    tensors, rest = optimizer_to_flat(saved)
+    rest["param_groups"][0].update(fused=True, foreach=False)  # as a CUDA run saves them
+    here = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1, momentum=0.9)
+    fresh = {k: here.param_groups[0].get(k) for k in ("fused", "foreach")}
+    assert fresh["fused"] is not True
+    optimizer_from_flat(here, tensors, rest)
+    assert {k: here.param_groups[0].get(k) for k in ("fused", "foreach")} == fresh
+    buf = next(iter(here.state.values()))["momentum_buffer"]
+    assert torch.equal(buf, torch.full((3,), 2.0))  # the learned state came through
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_rank_0_the_one_process_masks():
+    from fercli.engine.train import dropout_seed
+
+    drop = torch.nn.Dropout(0.5)
+    x = torch.ones(4096)
+
+    def mask(seed):
+        torch.manual_seed(seed)
+        return drop(x) > 0
+
+    step_seed = derived_seed(0, 1, 7)
+    masks = [mask(dropout_seed(step_seed, rank)) for rank in range(4)]
+    assert torch.equal(masks[0], mask(step_seed))  # a single process is unchanged
+    assert all(not torch.equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :])
+    assert torch.equal(masks[2], mask(dropout_seed(step_seed, 2)))  # reproducible: a resume draws them again
+    assert (masks[0] == masks[1]).float().mean() < 0.6  # unrelated, not shifted copies (agreement ~0.5)

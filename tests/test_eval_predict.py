@@ -235,3 +235,30 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
     assert [m["per_class"][c]["f1"] for c in "abc"] == pytest.approx(f1)
     assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
     assert m["per_class"]["a"]["recall"] == pytest.approx(2 / 3) and m["per_class"]["c"]["precision"] == 0.5
+
+
+def test_inference_runs_without_tf32_after_training_switched_it_on_and_restores_it(tiny_model):
+    """Training turns on TF32 and cuDNN autotuning on CUDA; inference in the same process (fer demo, the
+    benches) must still run in plain fp32 and leave the settings as it found them. The network records
+    the settings it runs under, so the policy is tested on the CPU too. (torch 2.14 has the
+    fp32_precision settings; setting the older allow_tf32 flags beside them is an error, so only the
+    installed torch's path can run here.)"""
+    from fercli import hardware
+
+    assert hardware._precision_settings() is not None
+    before = hardware._numerics()
+    try:
+        net, _ = load_model(tiny_model, "cpu")
+        seen = []
+        net.register_forward_hook(lambda *_: seen.append(hardware._numerics()))
+        images, _ = faces(8)
+        plain = predict_probs(net, images, 0.5, 0.25, torch.device("cpu"))
+        hardware.tune_for_training(torch.device("cuda"))  # as training leaves it (touches no GPU)
+        after_training = hardware._numerics()
+        assert after_training == {"benchmark": True, "matmul": "tf32", "conv": "tf32"}
+        again = predict_probs(net, images, 0.5, 0.25, torch.device("cpu"))
+        assert torch.equal(plain, again) and len(seen) == 2
+        assert all(s == {"benchmark": False, "matmul": "ieee", "conv": "ieee"} for s in seen)
+        assert hardware._numerics() == after_training  # restored
+    finally:
+        hardware._restore(before)

@@ -87,3 +87,10 @@ def plural(n: int, noun: str) -> str:
 def data_out(line: str) -> None:
     """One line of data on stdout (CSV, JSON)."""
     sys.stdout.write(line + "\n")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

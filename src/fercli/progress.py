@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from fercli import console
-from fercli.engine.pace import format_duration
 
 LIVE_EVERY_S = 1.0  # a terminal's bar: at most one refresh (one device sync) a second
 PLAIN_EVERY_S = 60.0  # a log: a progress line at least once a minute during long epochs
@@ -66,7 +65,7 @@ class TrainProgress:
 
     def step(self, done: int, loss: float, acc: float, lr: float, ips: float, left_s: float | None = None) -> None:
         self._last = time.perf_counter()
-        left = f" {format_duration(left_s)} left" if left_s is not None else ""
+        left = f" {console.format_duration(left_s)} left" if left_s is not None else ""
         if self._progress is not None and self._task is not None:
             stats = f"loss {loss:.3f} acc {100 * acc:.1f}% {ips:,.0f}/s{left}"
             self._progress.update(self._task, completed=done, stats=stats)

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from fercli import __version__, console
+from fercli.defaults import PROJECT
 
 app = typer.Typer(
     name="fer",
@@ -53,7 +54,7 @@ def png_out(value: Path | None) -> Path | None:
 
 # Options that several commands share, declared once.
 DEVICE_OPT = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps.")
-PROJECT_OPT = typer.Option(Path("runs"), help="Where to look for the newest run.")
+PROJECT_OPT = typer.Option(Path(PROJECT), help="Where to look for the newest run.")
 DATA_OPT = typer.Option(None, "--data", "-d", help="Prepared data file (default fer-data.safetensors).")
 FORCE_OPT = typer.Option(False, "--force", help="Score a split even when it holds this model's training faces.")
 TTA_OPT = typer.Option(
@@ -104,9 +105,9 @@ def data_path(data: Path | None) -> str:
 
 def load_model_on(model: Path | None, project: Path, device: str):
     """MODEL (default: newest run's best) on the chosen device: (network, metadata, device)."""
-    from fercli.engine.device import pick_device
     from fercli.files.checkpoint import load_model
     from fercli.files.runs import resolve_checkpoint
+    from fercli.hardware import pick_device
 
     dev = pick_device(device, announce=False)
     net, meta = load_model(resolve_checkpoint(model, project), dev)

@@ -32,6 +32,7 @@ def prep(
     dedup: bool = typer.Option(
         False, "--dedup", help="Drop val and test faces that copy a train face (exact or re-encoded)."
     ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT that holds other prepared data."),
 ) -> None:
     """Read FER2013 in any layout into one prepared data file that the other commands open instantly."""
     from fercli.data.prep import counts_table, prepare, votes_table
@@ -39,7 +40,7 @@ def prep(
 
     target = str(out or DEFAULT_DATA)
     meta = prepare(sources or [], target, val_frac=val_frac, seed=seed, skip_bad=skip_bad, synthetic=synthetic,
-                   protocol=protocol, dedup=dedup)  # fmt: skip
+                   protocol=protocol, dedup=dedup, force=force)  # fmt: skip
     console.show(counts_table(meta))
     if meta.get("votes"):
         console.show(votes_table(meta))

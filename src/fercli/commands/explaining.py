@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fercli import console
+from fercli import console, defaults
 from fercli.classes import SPLITS
 from fercli.commands.app import (
     DATA_OPT,
@@ -77,11 +77,11 @@ def ascent(
     filters: str | None = typer.Option(
         None, help="Filters as start:stop or a,b,c (default 0:16); classes with --class-vis (default: all)."
     ),
-    steps: int = typer.Option(200, help="Ascent steps."),
-    lr: float = typer.Option(0.1, help="Initial step size (normalised gradient units); decays to 10%."),
-    jitter: int = typer.Option(2, help="Random shift per step, pixels."),
-    tv: float = typer.Option(0.05, help="Total-variation penalty weight."),
-    blur_every: int = typer.Option(4, help="Blur every N steps (0 = never)."),
+    steps: int = typer.Option(defaults.ASCENT_STEPS, help="Ascent steps."),
+    lr: float = typer.Option(defaults.ASCENT_LR, help="Initial step size (normalised gradient units); decays to 10%."),
+    jitter: int = typer.Option(defaults.ASCENT_JITTER, help="Random shift per step, pixels."),
+    tv: float = typer.Option(defaults.ASCENT_TV, help="Total-variation penalty weight."),
+    blur_every: int = typer.Option(defaults.ASCENT_BLUR_EVERY, help="Blur every N steps (0 = never)."),
     class_vis: bool = typer.Option(False, "--class-vis", help="Maximise class scores instead of filters."),
     model: Path | None = MODEL_OPT,
     out: Path = typer.Option(Path("ascent.png"), "--out", "-o", help="PNG to write.", callback=png_out),

@@ -13,6 +13,7 @@ from fercli.commands.app import (
     app,
     completion,
 )
+from fercli.defaults import PROJECT
 from fercli.engine.recipe import PRESETS  # light: no torch, no numpy
 
 
@@ -47,7 +48,7 @@ def train(
         autocompletion=completion(LABEL_MODES),
     ),
     device: str = typer.Option("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
-    project: Path = typer.Option(Path("runs"), help="Folder holding the runs."),
+    project: Path = typer.Option(Path(PROJECT), help="Folder holding the runs."),
     name: str = typer.Option("exp", help="Run name; exp, exp2, ... when taken."),
     patience: int | None = typer.Option(
         None, help="Stop after N epochs without a better valid_acc (0 = never; default 0, or the resumed run's)."

@@ -21,6 +21,7 @@ from fercli.commands.app import (
     data_path,
     png_out,
 )
+from fercli.defaults import PREDICT_BATCH
 
 
 @app.command("eval")
@@ -57,7 +58,7 @@ def predict(
     tta: bool | None = TTA_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
     names: bool = typer.Option(False, "--names", help="Class names instead of codes (0..6 FER2013, 0..7 FER+)."),
-    batch: int = typer.Option(256, help="Faces per forward pass."),
+    batch: int = typer.Option(PREDICT_BATCH, help="Faces per forward pass."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
     device: str = DEVICE_OPT,
@@ -101,8 +102,8 @@ def annotate(
     csv_out: Path | None = typer.Option(None, "--csv", help="Write the CSV to FILE (atomically) instead of stdout."),
 ) -> None:
     """Draw a box, the emotion and probability bars on every face; the CSV of the faces on stdout."""
-    from fercli.photos.annotate import annotate as run_annotate
-    from fercli.photos.annotate import model_first
+    from fercli.infer.annotate import annotate as run_annotate
+    from fercli.infer.annotate import model_first
 
     inputs, model = model_first(inputs, model)
     kw = dict(faces=faces, every=every, probs=probs, names=names, tta=tta, skip_bad=skip_bad, device=device)

@@ -5,7 +5,7 @@ Two kinds, said apart everywhere:
   exact   byte-identical 48x48 faces (a hash of the pixels): found on every `fer prep`, within each split
           and from val and test onto train. Cheap: one pass over the faces.
   near    re-encoded copies (the image release's JPEG of a CSV face): thumbnails within SAME_FACE_RMS, the
-          rule the leak check uses (prepared.seen_faces). Found for val and test against train with
+          rule the leak check uses (leaks.seen_faces). Found for val and test against train with
           `fer prep --dedup`, which then drops every val and test face that copies a train face.
 """
 
@@ -44,7 +44,7 @@ def exact_copies(images: list[np.ndarray], splits: np.ndarray) -> tuple[dict[str
 
 def near_copies(images: list[np.ndarray], splits: np.ndarray) -> np.ndarray:
     """bool [N]: the val and test faces whose thumbnail lies within SAME_FACE_RMS of a train face's."""
-    from fercli.data.prepared import face_thumbnails, seen_faces
+    from fercli.data.leaks import face_thumbnails, seen_faces
 
     thumbs = np.concatenate([face_thumbnails(piece) for piece in images]) if images else np.zeros((0, 64), np.uint8)
     held_out = np.flatnonzero(splits != TRAIN)

@@ -227,21 +227,43 @@ def carve_val(labels: np.ndarray, splits: np.ndarray, frac: float, seed: int) ->
     return out
 
 
-def _check_replaceable(out: str) -> None:
+def _check_replaceable(out: str) -> dict[str, Any] | None:
     """An existing -o may be replaced only when it is a prepared data file: prep never writes over a
-    checkpoint, a CSV or a photo someone named by mistake."""
+    checkpoint, a CSV or a photo someone named by mistake. Returns that file's metadata (None when -o is new)."""
     if not os.path.isfile(out):
-        return
+        return None
     from fercli.data.prepared import META_KEY
     from fercli.files.safefile import looks_like, read_meta_json
 
     try:
-        read_meta_json(out, META_KEY, "prepared data file", note=False)
+        return read_meta_json(out, META_KEY, "prepared data file", note=False)[1]
     except FerError:
         with open(out, "rb") as f:
             what = looks_like(f.read(256)) or "not a prepared data file"
         raise FerError(f"{out}: exists and is {what}, not a prepared data file; refusing to replace it "
                        "(choose another -o)", USAGE) from None  # fmt: skip
+
+
+def _made_from(meta: dict[str, Any]) -> str:
+    """The sources a prepared file's metadata names, as one short phrase: "fer2013.csv.gz + fer2013new.csv"."""
+    names = []
+    for info in meta.get("sources") or []:
+        if isinstance(info, dict):
+            names.append(os.path.basename(str(info.get("path", "?"))))
+            votes = info.get("votes")
+            if isinstance(votes, dict) and os.path.basename(str(votes.get("path", ""))) not in names:
+                names.append(os.path.basename(str(votes.get("path", ""))))
+    return " + ".join(names) or "no sources"
+
+
+def _refuse_other_data(out: str, old: dict[str, Any] | None, new: dict[str, Any], force: bool) -> None:
+    """A prepared file is replaced silently only by the same data (the same faces, labels, splits and votes:
+    its content hash): models trained on it name that hash, and their leak check reads its splits."""
+    if old is None or force or old.get("content_hash") == new["content_hash"]:
+        return
+    raise FerError(f"{out}: holds other prepared data ({old.get('content_hash', 'no hash')}, from "
+                   f"{_made_from(old)}) than this prep makes ({new['content_hash']}, from {_made_from(new)}); "
+                   "refusing to replace it (another -o keeps both; --force replaces it)", USAGE)  # fmt: skip
 
 
 def prepare(
@@ -253,16 +275,18 @@ def prepare(
     synthetic: int = 0,
     protocol: str = "auto",
     dedup: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Read every source, carve val where none came, count duplicates (data/duplicates.py; with `dedup`,
-    drop the val and test copies of train faces), write `out`; return the metadata written."""
+    drop the val and test copies of train faces), write `out`; return the metadata written. An existing
+    `out` of other data is replaced only with `force`."""
     if not 0 <= val_frac < 1:
         raise FerError(f"--val-frac must be in [0, 1), got {val_frac}", USAGE)
     if not sources and not synthetic:
         raise FerError("give at least one SOURCE (a CSV, image folder, zip or -) or --synthetic N", USAGE)
     if sum(s == "-" for s in sources) > 1:
         raise FerError("stdin (-) can be read only once", USAGE)
-    _check_replaceable(out)
+    existing = _check_replaceable(out)
     parts: list[Source] = []
     vote_files = [p for p in sources if is_votes_csv(p)]
     if len(vote_files) > 1:
@@ -316,7 +340,8 @@ def prepare(
         votes = None if votes is None else votes[keep]
     origin = {"protocol": protocol, "splits": split_sources(origins, splits, source, parts, val_carved)}
     return write_prepared(out, images, labels, splits, rows, source, [p.info for p in parts], val_carved, origin,
-                          votes, duplicates=report)  # fmt: skip
+                          votes, duplicates=report,
+                          before_write=lambda meta: _refuse_other_data(out, existing, meta, force))  # fmt: skip
 
 
 def _kept(keep: np.ndarray, images: list[np.ndarray], *columns: np.ndarray) -> tuple:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,41 +39,6 @@ def content_hash(images: list[np.ndarray], labels: np.ndarray, splits: np.ndarra
     for a in (*images, labels, splits, *([] if votes is None else [votes])):
         h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()[:16]
-
-
-THUMB = 8  # face fingerprints are 8x8 means of 6x6 pixel blocks
-SAME_FACE_RMS = 4.0  # grey levels: thumbnails closer than this are the same face
-
-
-def face_thumbnails(images: np.ndarray) -> np.ndarray:
-    """uint8 [N,64]: each face's 8x8 block means, a fingerprint that survives JPEG re-encoding (the image
-    release and the CSV of the same face differ by 1.3 grey levels per pixel on average) but tells
-    different faces apart (their thumbnails differ by tens of levels)."""
-    n, k = len(images), IMAGE_SIZE // THUMB
-    out = np.empty((n, THUMB * THUMB), dtype=np.uint8)
-    for i in range(0, n, 4096):  # bounded memory on a memory-mapped set
-        block = np.asarray(images[i : i + 4096], dtype=np.float32).reshape(-1, THUMB, k, THUMB, k)
-        out[i : i + 4096] = (block.mean((2, 4)) + 0.5).astype(np.uint8).reshape(-1, THUMB * THUMB)
-    return out
-
-
-def seen_faces(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """bool [len(query)]: which query thumbnails have a reference thumbnail within SAME_FACE_RMS.
-    Tiled over both sides, so memory stays under ~20 MB whatever the sizes (a [2048 x 300,000] distance
-    matrix would take 2.4 GB)."""
-    import torch
-
-    q_tile, r_tile = 1024, 4096  # the distance tile is [1024, 4096] float32: 16 MB
-    limit = SAME_FACE_RMS**2 * query.shape[1]
-    hit = torch.zeros(len(query), dtype=torch.bool)
-    for j in range(0, len(reference), r_tile):
-        r = torch.from_numpy(reference[j : j + r_tile].astype(np.float32))
-        r2 = (r * r).sum(1)
-        for i in range(0, len(query), q_tile):
-            qb = torch.from_numpy(query[i : i + q_tile].astype(np.float32))
-            d2 = (qb * qb).sum(1, keepdim=True) + r2 - 2 * qb @ r.T  # squared distances [q_tile, r_tile]
-            hit[i : i + q_tile] |= (d2 <= limit).any(1)
-    return hit.numpy()
 
 
 def _save_streaming(path: Path, tensors: dict[str, list[np.ndarray]], metadata: dict[str, str]) -> None:
@@ -126,8 +92,10 @@ def write_prepared(
     origin: dict[str, Any] | None = None,
     votes: np.ndarray | None = None,
     duplicates: dict[str, Any] | None = None,
+    before_write: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Write atomically and return the metadata written. `images` may come in pieces (uint8 [n_i,48,48])."""
+    """Write atomically and return the metadata written. `images` may come in pieces (uint8 [n_i,48,48]).
+    `before_write` sees the metadata (its content hash included) first, and may refuse by raising."""
     from fercli.data import crowd
 
     meta = {
@@ -147,6 +115,8 @@ def write_prepared(
     if votes is not None:
         meta["votes"] = {"columns": list(crowd.VOTE_COLUMNS), "faces": int((votes.sum(1) > 0).sum()),
                          "counts": split_counts(crowd.majority(votes), splits, crowd.FERPLUS_CLASSES)}  # fmt: skip
+    if before_write is not None:
+        before_write(meta)
     tensors = {
         "images": [p.astype(np.uint8, copy=False) for p in images],
         "labels": [labels.astype(np.int64, copy=False)],

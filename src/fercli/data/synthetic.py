@@ -34,6 +34,18 @@ def _soft(d: np.ndarray, edge: float = 0.03) -> np.ndarray:
 
 def synthetic_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n faces as uint8 [n,48,48] and their labels int64 [n] (balanced classes, shuffled)."""
+    images, labels, _ = synthetic_faces_and_regions(n, seed)
+    return images, labels
+
+
+# Margin around each drawn feature, in the face's own [-1,1] frame (0.06 is about 1.4 px at scale 1): the
+# feature regions hold each stroke and the skin right beside it, where an edge detector's gradient lives.
+REGION_MARGIN = 0.06
+
+
+def synthetic_faces_and_regions(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """synthetic_faces' faces and labels, and where their features are: bool [n,48,48], true on the brows,
+    eyes and mouth (with REGION_MARGIN) that tell the expressions apart. What a saliency map should find."""
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
     p = PARAMS[labels] + rng.normal(0, 1, (n, 5)).astype(np.float32) * JITTER
@@ -76,9 +88,16 @@ def synthetic_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     gap_d = np.maximum(np.maximum(lip_y - y, y - (lip_y + 0.22 * opening * bend)), in_width)
     mouth = np.maximum(_soft(lip_d, 0.015), _soft(gap_d, 0.015) * (opening > 0.05))
     img = img * (1 - mouth) + dark * mouth
+    m = REGION_MARGIN
+    regions = (
+        (np.sqrt(((ax - 0.32) / (0.14 + m)) ** 2 + ((y + 0.18) / (0.075 * eye + m)) ** 2) <= 1.0)
+        | (brow_d <= m)
+        | (lip_d <= m)
+        | ((gap_d <= m) & (opening > 0.05))
+    )
 
     # Photometric variation: contrast, brightness, sensor noise.
     contrast = rng.uniform(0.7, 1.3, (n, 1, 1)).astype(np.float32)
     bright = rng.uniform(-0.12, 0.12, (n, 1, 1)).astype(np.float32)
     img = (img - 0.5) * contrast + 0.5 + bright + rng.normal(0, 0.04, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels, regions

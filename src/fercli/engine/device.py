@@ -1,5 +1,4 @@
-"""The device policy, in one place: which torch device a command runs on (CUDA, then Apple's MPS, then
-the CPU), at which precision training runs there, and how inference runs on every device.
+"""Training precision per device (which device, and how inference runs there: fercli/hardware.py).
 
 Training: bf16 autocast on CUDA GPUs of compute capability 8 or more (tensor cores do bf16), fp16 with a
 gradient scaler below that (T4, V100: bf16 is emulated there), fp32 on MPS; cuDNN autotuning and TF32
@@ -17,7 +16,6 @@ steps both ways and caches the winner (in $XDG_CACHE_HOME/fercli, else ~/.cache/
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -32,70 +30,16 @@ from torch import nn
 from fercli import console
 from fercli.errors import USAGE, FerError
 from fercli.files import safejson
+from fercli.hardware import cpu_name, cpuinfo, cuda_has_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # bf16 must beat fp32 by this factor to be chosen: its rounding costs a little accuracy per step.
 BF16_MIN_SPEEDUP = 1.15
 
 
-def pick_device(name: str = "auto", announce: bool = True) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            dev = torch.device("cuda")
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            dev = torch.device("mps")
-        else:
-            dev = torch.device("cpu")
-    else:
-        try:
-            dev = torch.device(name)
-        except RuntimeError as e:
-            raise FerError(f"--device '{name}' is not a device (auto, cpu, cuda, cuda:N, mps)", USAGE) from e
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise FerError("--device cuda asked for, but no CUDA GPU is available", USAGE)
-        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise FerError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)", USAGE)
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise FerError("--device mps asked for, but MPS is not available", USAGE)
-        if dev.type not in ("cpu", "cuda", "mps"):
-            raise FerError(f"--device '{name}' is not supported (auto, cpu, cuda, cuda:N, mps)", USAGE)
-    if announce:
-        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
-        if dev.type == "cpu":
-            label += f", {torch.get_num_threads()} threads"
-            if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-                label += ", idle threads sleep"  # fer's choice when other processes run (threads.py)
-        console.info(f"device: {dev} ({label})" if dev.type != "mps" else "device: mps")
-    return dev
-
-
-@functools.cache
-def _cpuinfo() -> tuple[str, frozenset[str]] | None:
-    """(model name, instruction-set flags) of the first CPU in /proc/cpuinfo; None where there is none."""
-    name, flags = "", frozenset()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not name:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = frozenset(line.split(":", 1)[1].split())
-                if name and flags:
-                    break
-    except OSError:
-        return None
-    return name, flags
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    info = _cpuinfo()
-    return (info[0] if info else "") or platform.processor() or platform.machine()
-
-
 def _cpu_key() -> str:
     """What a CPU timing depends on: the model, its instruction-set flags, threads and torch."""
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = " ".join(sorted(info[1])) if info else ""
     raw = f"{cpu_name()}|{flags}|{torch.get_num_threads()}|{torch.__version__}"
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
@@ -161,15 +105,10 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
 
 def _bf16_native() -> bool:
     """The CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere oneDNN emulates it, slowly."""
-    info = _cpuinfo()
+    info = cpuinfo()
     if info is None:
         return platform.machine() == "arm64"  # Apple silicon and Graviton: leave it to the probe
     return "avx512_bf16" in info[1] or "amx_bf16" in info[1]
-
-
-def cuda_has_bf16(device: torch.device) -> bool:
-    """Tensor-core bf16: compute capability 8.0 (Ampere) or later."""
-    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def training_dtype(device: torch.device, choice: str, build: Callable[[], nn.Module], net_key: str,
@@ -194,19 +133,3 @@ def needs_scaler(dtype: torch.dtype | None) -> bool:
 
 def precision_name(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-
-
-def tune_for_training(device: torch.device) -> None:
-    """CUDA only: let cuDNN time its convolution algorithms once per shape (every step has the same
-    shapes) and run fp32 matmuls and convolutions on TF32 tensor cores. Training only: inference stays
-    in plain fp32 so predictions do not depend on the GPU."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def fused_optimizers(device: torch.device) -> bool:
-    """CUDA: the fused SGD/Adam/AdamW step (one kernel for all parameters, and it takes the fp16 scaler's
-    unscale in the same pass). Elsewhere torch's default implementation."""
-    return device.type == "cuda"

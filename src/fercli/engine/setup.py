@@ -19,17 +19,15 @@ from torch import nn
 from fercli import console, models
 from fercli.classes import IMAGE_SIZE
 from fercli.data.crowd import Targets, training_targets
-from fercli.data.prepared import PreparedData, face_thumbnails
+from fercli.data.leaks import face_thumbnails
+from fercli.data.prepared import PreparedData
+from fercli.defaults import PROJECT
 from fercli.engine import distributed
 from fercli.engine.device import (
-    fused_optimizers,
     needs_scaler,
-    pick_device,
     precision_name,
     training_dtype,
-    tune_for_training,
 )
-from fercli.engine.pace import format_duration
 from fercli.engine.recipe import Recipe
 from fercli.engine.state import TrainState, open_resume, restore, save_last
 from fercli.errors import USAGE, FerError
@@ -37,6 +35,7 @@ from fercli.files.atomic import atomic_path, clear_leftovers
 from fercli.files.checkpoint import MIN_STD
 from fercli.files.runs import new_run_dir
 from fercli.files.safepaths import owns
+from fercli.hardware import fused_optimizers, pick_device, tune_for_training
 
 
 @dataclass
@@ -45,7 +44,7 @@ class RunSettings:
 
     data: str | None = None  # None: the run's own data when resuming, else fer-data.safetensors
     device: str = "auto"
-    project: str = "runs"
+    project: str = PROJECT
     name: str = "exp"
     # Stop after this many epochs without a better valid_acc (0 = never); None: 0, or a resumed run's own.
     patience: int | None = None
@@ -56,6 +55,9 @@ class RunSettings:
     stop_at_step: int | None = None  # act as if Ctrl-C came before this global step, or at once if past it
     save_every: int | None = None  # also save last every N steps; None: 0 (epoch ends only), or the resumed run's
     precision: str = "auto"  # training autocast: auto (measured on CPUs, bf16 on CUDA), fp32, bf16 or fp16
+
+
+SMALL_SLICE = 32  # faces per process per step below which each rank's BatchNorm statistics get noisy
 
 
 @dataclass
@@ -234,7 +236,7 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
 def _announce(s: Setup) -> None:
     r = s.recipe
     net = r.arch if r.width is None else f"{r.arch} (width {r.width})"
-    length = f"{r.epochs} epochs" if not r.time else f"a {format_duration(r.time)} budget"
+    length = f"{r.epochs} epochs" if not r.time else f"a {console.format_duration(r.time)} budget"
     precision = f"{precision_name(s.amp_dtype)} autocast" if s.amp_dtype is not None else "fp32"
     if s.scaler.is_enabled():
         precision += " with a gradient scaler"
@@ -244,3 +246,6 @@ def _announce(s: Setup) -> None:
                  f"{r.optimizer} lr {r.lr}, {precision}")  # fmt: skip
     if s.group.active:
         console.info(f"torchrun: {s.group.world} processes, {s.local} faces each per step")
+        if s.local < SMALL_SLICE:
+            console.warn(f"{s.local} faces per process per step: BatchNorm statistics over so few are noisy "
+                         f"(no SyncBatchNorm); --batch {SMALL_SLICE * s.group.world} or more, with --lr")  # fmt: skip

@@ -17,6 +17,7 @@ import csv
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from fercli import console
 from fercli.engine import distributed
 from fercli.engine.augment import augment
-from fercli.engine.pace import EPOCH_OVERHEAD_S, Pace, format_duration, steps_in_budget
+from fercli.engine.pace import EPOCH_OVERHEAD_S, Pace, steps_in_budget
 from fercli.engine.recipe import Recipe, lr_at
 from fercli.engine.setup import RunSettings, Setup, set_up
 from fercli.engine.state import TrainState
@@ -138,7 +139,7 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         x = normalize(s.x_train[idx], s.mean, s.std)  # [B/world,1,48,48] float
         y = s.y_train[idx]  # [B/world] class indices, or [B/world,classes] vote shares
         step_seed = derived_seed(r.seed, st.epoch, step)
-        torch.manual_seed(step_seed)  # dropout
+        torch.manual_seed(dropout_seed(step_seed, group.rank))
         if r.augments:
             g.manual_seed(step_seed)
             x = augment(x, r, g, group.rank, group.world)
@@ -147,7 +148,9 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         lr = lr_at(r, st.global_step, st.total_steps or UNPLANNED_STEPS)
         for param_group in s.opt.param_groups:
             param_group["lr"] = lr
-        with torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
+        # fp32 enters no autocast at all: torch before 2.5 refuses even a disabled one on MPS
+        amp = torch.autocast(s.device.type, dtype=s.amp_dtype) if s.amp_dtype is not None else nullcontext()
+        with amp:
             logits = s.step_fn(x)  # [B/world,classes]
             # against class indices, or against a distribution (FER+ probability targets)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
@@ -226,6 +229,14 @@ def end_epoch(s: Setup, st: TrainState, row: dict[str, Any], cadence: _Cadence) 
         training_curves(st.history, s.run_dir / "curves.png", f"{s.recipe.arch} on {Path(str(s.run.data)).name}")
         cadence.drawn_at = now
     return improved
+
+
+def dropout_seed(step_seed: int, rank: int) -> int:
+    """The seed of a rank's dropout masks at a step. Each rank's slice holds other faces, so each draws
+    its own masks (one stream for all would tie the ranks' masks together); rank 0 keeps the step's
+    seed, so a one-process run draws what it always drew. Augmentation is not seeded here: it is drawn
+    for the whole global batch on every rank (augment.py)."""
+    return step_seed if rank == 0 else derived_seed(step_seed, rank, -2)
 
 
 def derived_seed(seed: int, epoch: int, step: int = -1) -> int:
@@ -339,7 +350,7 @@ def _plan(s: Setup, st: TrainState, pace: Pace, view: TrainProgress, t_begin: fl
         total = steps_in_budget(s.recipe.time, spent, st.global_step, sps, s.steps_per_epoch, epoch_extra)
         st.total_steps = int(distributed.share_text(str(total), s.group))
         view.set_epochs(s.epochs_in(st.total_steps))
-        console.info(f"--time {format_duration(s.recipe.time)}: {st.total_steps} steps "
+        console.info(f"--time {console.format_duration(s.recipe.time)}: {st.total_steps} steps "
                      f"({st.total_steps / s.steps_per_epoch:.1f} epochs at {sps * 1000:.0f} ms per step)")  # fmt: skip
         if s.group.main:
             s.write_args(st.total_steps)
@@ -348,7 +359,7 @@ def _plan(s: Setup, st: TrainState, pace: Pace, view: TrainProgress, t_begin: fl
     if spent + left > 3600:
         end = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + left))
         hint = " On a CPU, `--recipe cpu` or `--time 20m` gives a model sooner." if s.device.type == "cpu" else ""
-        console.info(f"this run will take about {format_duration(spent + left)} (until about {end}).{hint}")
+        console.info(f"this run will take about {console.format_duration(spent + left)} (until about {end}).{hint}")
 
 
 def _time_left(pace: Pace, total_steps: int | None, global_step: int) -> float | None:

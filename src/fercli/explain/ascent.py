@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercli.classes import IMAGE_SIZE
+from fercli.defaults import ASCENT_BLUR_EVERY, ASCENT_JITTER, ASCENT_LR, ASCENT_STEPS, ASCENT_TV
 from fercli.errors import USAGE, FerError
+from fercli.hardware import fp32_inference
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -66,9 +68,11 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
 
 
+@fp32_inference()
 def ascend(
-    model: nn.Module, meta: dict[str, Any], layer: str | None, filters: list[int], steps: int = 200,
-    lr: float = 0.1, jitter: int = 2, tv: float = 0.05, blur_every: int = 4, class_vis: bool = False,
+    model: nn.Module, meta: dict[str, Any], layer: str | None, filters: list[int], steps: int = ASCENT_STEPS,
+    lr: float = ASCENT_LR, jitter: int = ASCENT_JITTER, tv: float = ASCENT_TV, blur_every: int = ASCENT_BLUR_EVERY,
+    class_vis: bool = False,
     seed: int = 0, device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Images [F,48,48] in [0,1] (float32), one per filter (or class), each the iterate that excited its

@@ -203,7 +203,15 @@ def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
+# How an optimizer steps, not what it has learned: these follow the device it runs on now. A run saved on
+# CUDA (fused) and resumed on MPS must not call a fused SGD MPS lacks; one saved on a CPU and resumed on
+# CUDA should take the fused kernel (fp16 otherwise adds a sync per step to unscale).
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
+    """Load the saved state into `opt`, keeping `opt`'s own IMPLEMENTATION_FLAGS (they fit this device)."""
+    fresh = [{k: g[k] for k in IMPLEMENTATION_FLAGS if k in g} for g in opt.param_groups]
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
         if key.startswith("opt."):
@@ -213,6 +221,12 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+    for group, flags in zip(opt.param_groups, fresh):
+        for k in IMPLEMENTATION_FLAGS:
+            if k in flags:
+                group[k] = flags[k]
+            else:
+                group.pop(k, None)
 
 
 def train_faces(path: str | os.PathLike) -> np.ndarray | None:

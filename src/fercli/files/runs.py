@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fercli.defaults import PROJECT as DEFAULT_PROJECT
 from fercli.errors import IO_ERROR, NOT_FOUND, FerError
 from fercli.files.atomic import why
-
-DEFAULT_PROJECT = "runs"
 
 
 def new_run_dir(project: str | Path, name: str = "exp") -> Path:

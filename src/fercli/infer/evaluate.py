@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from fercli import console
 from fercli.classes import CLASSES
 from fercli.errors import FerError
 
@@ -54,6 +53,7 @@ def evaluate(
     majority, on the faces that have a clear one (as the FER+ paper reports). When the data has votes,
     "crowd" says how much of the crowd's vote the predicted class got on average."""
     from fercli.data import crowd
+    from fercli.data.leaks import check_split
     from fercli.data.prepared import PreparedData
     from fercli.infer.inference import Predictor
 
@@ -64,13 +64,14 @@ def evaluate(
     if not len(idx):
         what = "labeled faces" if classes == CLASSES else "faces with a clear FER+ majority"
         raise FerError(f"{data_path}: the {split} split has no {what} to evaluate on")
-    if split != "train":
-        check_no_leak(model_path, meta, data, idx, split, force)
+    seen = check_split(model_path, meta, data, idx, split, force)
     probs = predictor.probs(data.images[idx])
     pred = probs.argmax(1).numpy()
     out = metrics_from_confusion(confusion(truth, pred, len(classes)), classes)
     out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta,
                 "labels": "fer2013" if classes == CLASSES else "ferplus-majority"})  # fmt: skip
+    if seen is not None:
+        out["trained_faces"] = seen.as_json()
     if data.votes is not None:
         votes = np.asarray(data.votes[idx])
         voted = votes.sum(1) > 0
@@ -78,37 +79,6 @@ def evaluate(
             share = crowd.crowd_share(votes[voted], crowd.vote_columns(classes)[pred[voted]])
             out["crowd"] = {"mean_share": float(share.mean()), "faces": int(voted.sum())}
     return out
-
-
-# Share of a split that may have been training faces before `fer eval` refuses to score it without --force.
-LEAK_REFUSE = 0.01
-
-
-def check_no_leak(model_path: str | os.PathLike, meta: dict[str, Any], data: Any, idx: np.ndarray, split: str,
-                  force: bool) -> None:  # fmt: skip
-    """Say when a model is scored on another data file than it was trained on, and refuse (without
-    --force) when the split holds its training faces: the accuracy would be inflated."""
-    from fercli.data.prepared import face_thumbnails, seen_faces
-    from fercli.errors import USAGE
-    from fercli.files.checkpoint import train_faces
-
-    trained_on = (meta.get("data") or {}).get("hash")
-    if not trained_on or trained_on == data.content_hash:
-        return  # the same file: its splits are disjoint by construction
-    console.warn(f"{data.path} is not the data file this model was trained on "
-                 f"(hash {data.content_hash}; trained on {trained_on})")  # fmt: skip
-    thumbs = train_faces(model_path)
-    if thumbs is None:
-        return
-    k = int(seen_faces(face_thumbnails(data.images[idx]), thumbs).sum())
-    if not k:
-        return
-    said = (
-        f"{k} of {len(idx)} faces of the {split} split were training faces of this model: its score there is inflated"
-    )
-    if k > LEAK_REFUSE * len(idx) and not force:
-        raise FerError(said + " (--force to score it anyway)", USAGE)
-    console.warn(said)
 
 
 def metrics_table(m: dict[str, Any]):

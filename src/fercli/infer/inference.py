@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fercli.files.checkpoint import classes_of, load_model, model_tta
+from fercli.hardware import fp32_inference
 
 
 def normalize(x_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -26,20 +27,22 @@ def predict_probs(
     batch: int = 512, tta: bool = False, on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Class probabilities [N,classes] (float32, on the CPU) for uint8 faces [N,48,48]; `tta` averages
-    over a horizontal flip. fp32 on every device (device.py: predictions must not depend on it), inputs
-    in channels_last like the models load_model gives. One CPU-GPU sync per batch (the copy back)."""
+    over a horizontal flip. fp32 without TF32 on every device (hardware.fp32_inference: predictions must
+    not depend on the GPU, nor on training having run in this process), inputs in channels_last like the
+    models load_model gives. One CPU-GPU sync per batch (the copy back)."""
     model.eval()
     out = []
-    for i in range(0, len(images), batch):
-        # np.array copies a memory-mapped slice into writable memory, as torch expects
-        xb = images[i : i + batch] if torch.is_tensor(images) else torch.from_numpy(np.array(images[i : i + batch]))
-        x = normalize(xb.to(device, non_blocking=True), mean, std).contiguous(memory_format=torch.channels_last)
-        p = model(x).float().softmax(1)
-        if tta:
-            p = (p + model(x.flip(3).contiguous(memory_format=torch.channels_last)).float().softmax(1)) / 2
-        out.append(p.cpu())
-        if on_batch is not None:
-            on_batch(len(xb))
+    with fp32_inference():
+        for i in range(0, len(images), batch):
+            # np.array copies a memory-mapped slice into writable memory, as torch expects
+            xb = images[i : i + batch] if torch.is_tensor(images) else torch.from_numpy(np.array(images[i : i + batch]))
+            x = normalize(xb.to(device, non_blocking=True), mean, std).contiguous(memory_format=torch.channels_last)
+            p = model(x).float().softmax(1)
+            if tta:
+                p = (p + model(x.flip(3).contiguous(memory_format=torch.channels_last)).float().softmax(1)) / 2
+            out.append(p.cpu())
+            if on_batch is not None:
+                on_batch(len(xb))
     return torch.cat(out) if out else torch.zeros(0, model_classes(model))
 
 
@@ -62,7 +65,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", tta: bool | None = None) -> Predictor:
         """`tta` None: as the checkpoint's training validated (checkpoint.model_tta)."""
-        from fercli.engine.device import pick_device
+        from fercli.hardware import pick_device
 
         dev = pick_device(device, announce=False)
         model, meta = load_model(path, dev)

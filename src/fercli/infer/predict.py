@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from fercli.csvrows import field, row
+from fercli.defaults import PREDICT_BATCH
 from fercli.errors import NOT_FOUND, USAGE, FerError
 
 
@@ -107,7 +108,7 @@ def predict_stream(
     tta: bool | None = None,
     probs: bool = False,
     names: bool = False,
-    batch: int = 256,
+    batch: int = PREDICT_BATCH,
     device: str = "auto",
     skip_bad: bool = False,
     faces: str = "auto",

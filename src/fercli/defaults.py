@@ -1,0 +1,15 @@
+"""Defaults that a command's option and the core function behind it both state, in one place: the help
+text and a Python call then agree. Light (no torch, no numpy): the commands import it for `--help`."""
+
+from __future__ import annotations
+
+PROJECT = "runs"  # the folder of run folders: fer train writes there, MODEL arguments look there
+PREDICT_BATCH = 256  # faces per forward pass of fer predict
+
+# fer ascent: steps; initial step size in normalised-gradient units (decays to 10%); random shift per
+# step in pixels; total-variation weight; blur every N steps (0 never).
+ASCENT_STEPS = 200
+ASCENT_LR = 0.1
+ASCENT_JITTER = 2
+ASCENT_TV = 0.05
+ASCENT_BLUR_EVERY = 4
