@@ -26,7 +26,7 @@ from fercli.data.prep import prepare
 from fercli.data.prepared import PreparedData
 from fercli.engine.recipe import NO_AUGMENT, build_recipe
 from fercli.engine.train import RunSettings, train
-from fercli.hardware import pick_device
+from fercli.hardware import pick_device, tune_for_training
 
 
 def plain_loop(arch: str, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, dev: torch.device) -> float:
@@ -82,6 +82,7 @@ def main() -> None:
     tr = d.indices("train", labeled_only=True)
     x, y = torch.from_numpy(d.images[tr].copy()), torch.from_numpy(d.labels[tr].copy())
 
+    tune_for_training(dev)  # the plain loop gets cuDNN autotuning and TF32 too: only the engine's own work differs
     plain = plain_loop(a.arch, x, y, a.batch, a.epochs, dev)
     fast = engine(a.arch, data, a.batch, a.epochs, a.device, False, tmp + "/runs")
     fast_aug = engine(a.arch, data, a.batch, a.epochs, a.device, True, tmp + "/runs")

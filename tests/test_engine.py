@@ -333,3 +333,47 @@ def test_each_rank_draws_its_own_dropout_masks_and_rank_0_the_one_process_masks(
     assert all(not torch.equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :])
     assert torch.equal(masks[2], mask(dropout_seed(step_seed, 2)))  # reproducible: a resume draws them again
     assert (masks[0] == masks[1]).float().mean() < 0.6  # unrelated, not shifted copies (agreement ~0.5)
+
+
+def _probe(monkeypatch, timings, others=False):
+    """Run the CPU precision probe with patched step timings (seconds per step, in the probe's order:
+    fp32, bf16, fp32, bf16) on a CPU said to have native bf16; returns (dtype, the cache file's entries)."""
+    import json
+
+    from fercli.engine import device
+
+    it = iter(timings)
+    monkeypatch.setattr(device, "_bf16_native", lambda: True)
+    monkeypatch.setattr(device, "_time_steps", lambda model, batch, dtype: next(it))
+    monkeypatch.setattr(device, "others_running", lambda: others)
+    build = lambda: torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))  # noqa: E731
+    dtype = device.cpu_training_dtype(build, "probe-test", 64)
+    path = device.cache_dir() / "cpu-precision.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    return dtype, {k: v for k, v in cache.items() if "probe-test" in k}
+
+
+def test_a_steady_probe_is_cached_and_a_busy_one_is_not(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a"))
+    dtype, cached = _probe(monkeypatch, [0.10, 0.05, 0.10, 0.05])  # bf16 2x faster, both steady
+    assert dtype == torch.bfloat16 and [v["pick"] for v in cached.values()] == ["bf16"]
+    # Another process took the machine during the second round: fp32 looked faster. Used, not cached.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    dtype, cached = _probe(monkeypatch, [0.10, 0.30, 0.11, 0.05])
+    assert dtype == torch.bfloat16 and cached == {}  # the best of each's two timings still picks bf16
+    dtype, cached = _probe(monkeypatch, [0.10, 0.05, 0.10, 0.05], others=True)  # steady, but others running
+    assert dtype == torch.bfloat16 and cached == {}
+    dtype, cached = _probe(monkeypatch, [0.10, 0.05, 0.10, 0.05])  # a later, steady probe is cached
+    assert list(cached.values())[0]["pick"] == "bf16"
+
+
+def test_a_run_much_faster_than_its_cached_probe_drops_it(monkeypatch, tmp_path):
+    from fercli.engine import device
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _, cached = _probe(monkeypatch, [0.20, 0.40, 0.20, 0.40])  # fp32 picked at 64 / 0.2 = 320 images/s
+    assert list(cached.values())[0] == {"fp32": 320.0, "bf16": 160.0, "pick": "fp32"}
+    device.check_probe("probe-test", 64, 400.0)  # within 1.3x: kept
+    assert _probe(monkeypatch, [])[1]  # (answered from the cache: no timing asked for)
+    device.check_probe("probe-test", 64, 900.0)  # the probe ran on a busy machine
+    assert _probe(monkeypatch, [0.10, 0.05, 0.10, 0.05])[0] == torch.bfloat16  # probed again

@@ -82,14 +82,16 @@ def step_clock(monkeypatch):
     planning is tested without depending on how busy the machine is. Returns the clock (a dict)."""
     from types import SimpleNamespace
 
+    from fercli.engine import budget as budget_module
     from fercli.engine import pace as pace_module
     from fercli.engine import train as engine
 
-    clock = {"now": 1000.0}
+    clock = {"now": 1000.0, "steps": 0, "slow_steps": 0, "slow_s": STEP_S}
     fake = SimpleNamespace(perf_counter=lambda: clock["now"], time=time.time, strftime=time.strftime,
                            localtime=time.localtime)  # fmt: skip
     monkeypatch.setattr(engine, "time", fake)
     monkeypatch.setattr(pace_module, "time", fake)
+    monkeypatch.setattr(budget_module, "time", fake)
     real_set_up = engine.set_up
 
     def set_up(*args, **kw):
@@ -97,7 +99,8 @@ def step_clock(monkeypatch):
         step = s.step_fn
 
         def timed_step(x):
-            clock["now"] += STEP_S
+            clock["steps"] += 1
+            clock["now"] += clock["slow_s"] if clock["steps"] <= clock["slow_steps"] else STEP_S
             return step(x)
 
         s.step_fn = timed_step
@@ -124,8 +127,24 @@ def test_time_budget_ends_on_time_with_the_schedule_complete(synthetic_data, tmp
     assert out["history"][-1]["lr"] < 0.01 * r.lr
 
 
+def test_a_slow_start_does_not_cost_the_run_its_budget(synthetic_data, tmp_path, step_clock):
+    """The first 50 steps take 4x as long, as on a machine busy for the run's first seconds: the step
+    count the first timed steps give is too small, and the re-plan at each epoch's end makes up for it."""
+    budget = 30.0
+    step_clock.update(slow_steps=50, slow_s=4 * STEP_S)
+    start = step_clock["now"]
+    out = _timed(synthetic_data, tmp_path, budget, "slow")
+    took = step_clock["now"] - start
+    first_plan = 30 / (4 * STEP_S)  # about what a count fixed from the slow steps allows (75 steps)
+    total = json.loads((Path(out["run_dir"]) / "args.json").read_text())["total_steps"]
+    # A count fixed once ran 70 steps in 22 s (73% of the budget); 50 slow and 100 fast steps fill it.
+    assert total > 1.5 * first_plan and 0.9 * budget <= took <= budget + STEP_S, (took, total)
+    r = build_recipe("default", {**TINY, "time": budget})
+    assert out["history"][-1]["lr"] == pytest.approx(lr_at(r, total - 1, total))  # the schedule still ends
+
+
 def test_resumed_time_run_keeps_its_step_count(synthetic_data, tmp_path, monkeypatch):
-    from fercli.engine import train as engine
+    from fercli.engine import budget as engine
     from fercli.errors import INTERRUPTED
     from fercli.files.checkpoint import read_meta
 

@@ -23,11 +23,13 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from fercli import console
+from fercli.engine.threads import others_running
 from fercli.errors import USAGE, FerError
 from fercli.files import safejson
 from fercli.hardware import cpu_name, cpuinfo, cuda_has_bf16
@@ -35,6 +37,15 @@ from fercli.hardware import cpu_name, cpuinfo, cuda_has_bf16
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # bf16 must beat fp32 by this factor to be chosen: its rounding costs a little accuracy per step.
 BF16_MIN_SPEEDUP = 1.15
+# A probe is cached only when it was steady: each precision is timed twice, interleaved, and the two
+# timings of each must agree within this factor, with no other process runnable when it began. Measured
+# by a session of this project beside three busy processes: fp32 328 vs bf16 126 images/s, where the
+# idle answer was 844 vs 1,399 (cached, it made every later run 1.66x slower).
+PROBE_MAX_SPREAD = 1.25
+# After the first epoch: a run training this many times faster than its cached probe said the picked
+# precision would (training adds augmentation and validation, so it is normally slower) drops the entry,
+# so that the next run probes again.
+PROBE_DISAGREES = 1.3
 
 
 def _cpu_key() -> str:
@@ -83,12 +94,25 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
             cache[key] = {"fp32": None, "bf16": None, "pick": "fp32"}
         else:
             probe_batch = min(batch, 128)
+            others = others_running()
             state = torch.get_rng_state()
-            fp32 = _time_steps(build().to(memory_format=torch.channels_last).train(), probe_batch, None)
-            bf16 = _time_steps(build().to(memory_format=torch.channels_last).train(), probe_batch, torch.bfloat16)
+            nets = {d: build().to(memory_format=torch.channels_last).train() for d in (None, torch.bfloat16)}
+            times: dict[Any, list[float]] = {None: [], torch.bfloat16: []}
+            for _ in range(2):  # interleaved, so a burst of other work shows as disagreement
+                for d, net in nets.items():
+                    times[d].append(_time_steps(net, probe_batch, d))
             torch.set_rng_state(state)  # the probe must not shift the run's random numbers
+            fp32, bf16 = min(times[None]), min(times[torch.bfloat16])
+            spread = max(max(t) / min(t) for t in times.values())
             pick = "bf16" if fp32 / bf16 >= BF16_MIN_SPEEDUP else "fp32"
             cache[key] = {"fp32": round(probe_batch / fp32, 1), "bf16": round(probe_batch / bf16, 1), "pick": pick}
+            if others or spread > PROBE_MAX_SPREAD:
+                c = cache.pop(key)
+                console.info(f"precision probe on this CPU: fp32 {c['fp32']:,.0f} vs bf16 {c['bf16']:,.0f} images/s "
+                             f"-> {pick} for this run; not cached: "
+                             + ("other processes were running" if others else
+                                f"its repeated timings differ by {spread:.2f}x (a busy machine?)"))  # fmt: skip
+                return torch.bfloat16 if pick == "bf16" else None
         try:  # a cache that cannot be written only means probing again next time
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -101,6 +125,33 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
             console.info(f"precision probe on this CPU: fp32 {c['fp32']:,.0f} vs bf16 {c['bf16']:,.0f} images/s "
                          f"-> {c['pick']} (cached in {path})")  # fmt: skip
     return torch.bfloat16 if cache[key].get("pick") == "bf16" else None
+
+
+def check_probe(net_key: str, batch: int, images_per_s: float) -> None:
+    """After a run's first epoch: drop the cached probe when the run trained PROBE_DISAGREES times faster
+    than the probe said the picked precision does (the probe ran on a busy machine)."""
+    key = f"{_cpu_key()}|{net_key}|{min(batch, 128)}"
+    path = cache_dir() / "cpu-precision.json"
+    try:
+        cache = safejson.loads(path.read_bytes(), 1 << 20)
+    except (OSError, ValueError):
+        return
+    entry = cache.get(key) if isinstance(cache, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get(entry.get("pick")), (int, float)):
+        return
+    probed = float(entry[entry["pick"]])
+    if images_per_s <= PROBE_DISAGREES * probed:
+        return
+    del cache[key]
+    try:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        return
+    console.info(f"this run trains at {images_per_s:,.0f} images/s, faster than the cached precision probe "
+                 f"measured ({probed:,.0f}, {entry['pick']}): it was probably taken on a busy machine, and the "
+                 "next run probes again")  # fmt: skip
 
 
 def _bf16_native() -> bool:

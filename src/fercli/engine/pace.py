@@ -1,9 +1,9 @@
-"""How long training takes: durations as users write them, the timing of the first steps, and the
-step count that fits a wall-clock budget (`fer train --time 20m`).
+"""How long training takes: durations as users write them, the timing of steps, and the step count that
+fits a wall-clock budget (`fer train --time 20m`).
 
-A budgeted run times its first steps, then fixes its total step count once, so that the learning
-rate's warm-up and decay end on time; the count is saved with the run, and a resumed run follows the
-same schedule. Until the count is fixed the steps run at the schedule's starting rate.
+A budgeted run times its first steps and sets its total step count from them, so that the learning
+rate's warm-up and decay end on time; budget.py then re-plans that count at each epoch's end. Until the
+count is first set the steps run at the schedule's starting rate.
 """
 
 from __future__ import annotations

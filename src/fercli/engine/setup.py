@@ -139,10 +139,17 @@ def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
     return mean, max(var**0.5, MIN_STD)
 
 
+def probe_key(recipe: Recipe) -> str:
+    """What the CPU precision probe caches its answer under, besides the CPU and the batch."""
+    return f"{recipe.arch}:{recipe.width}"
+
+
 def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
            group: distributed.Group) -> tuple[Setup, TrainState, torch.Tensor | None]:  # fmt: skip
     """Everything before the first step; returns the setup, the state to continue from (a new run's
-    is fresh) and a resumed epoch's permutation (None at an epoch boundary)."""
+    is fresh) and a resumed epoch's permutation (None at an epoch boundary). The caller's `run` is left
+    as given: what resuming and defaults settle goes into the copy the Setup holds."""
+    run = replace(run)
     # ---- 1. the run being resumed, if any: its recipe and state win over the command line's ----------
     st = TrainState()
     if resume is not None:
@@ -202,15 +209,21 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
     # channels_last on every device: 1.46x on this project's CPU (vgg4s: 815 vs 559 images/s), and what
     # cuDNN's tensor-core kernels want.
     model = build().to(device, memory_format=torch.channels_last)
-    amp_dtype = training_dtype(device, run.precision, build, f"{recipe.arch}:{recipe.width}", batch // group.world)
+    amp_dtype = training_dtype(device, run.precision, build, probe_key(recipe), batch // group.world)
     torch.manual_seed(recipe.seed)  # the precision probe may have drawn from the global generator
     tune_for_training(device)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler(amp_dtype))
     opt = make_optimizer(model, recipe, device)
     ema = deepcopy(model).eval() if recipe.ema else None
     ddp = distributed.wrap(model, group)  # averages gradients across ranks in backward
+
+    # ---- 4. the run folder: the resumed one, or a new one rank 0 makes and names to the others ---------
+    if resume is not None:
+        run_dir = ckpt.parent
+    else:
+        run_dir = Path(distributed.share_text(str(new_run_dir(run.project, run.name)) if group.main else "", group))
     s = Setup(
-        recipe=recipe, run=run, group=group, device=device, run_dir=Path(), data=data, targets=targets,
+        recipe=recipe, run=run, group=group, device=device, run_dir=run_dir, data=data, targets=targets,
         x_train=torch.from_numpy(train_u8).to(device),
         y_train=torch.from_numpy(np.ascontiguousarray(targets.train_y)).to(device),
         x_val=data.images[va], y_val=torch.from_numpy(targets.val_y), mean=mean, std=std,
@@ -221,12 +234,9 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
     perm = None
     if resume is not None:
         perm = restore(ckpt, meta["resume"], model, ema, opt, scaler, device, n)
-        s.run_dir = ckpt.parent
     else:
         if group.main:
-            s.run_dir = new_run_dir(run.project, run.name)
             s.write_args(st.total_steps)
-        s.run_dir = Path(distributed.share_text(str(s.run_dir), group))
         console.info(f"run folder: {s.run_dir}")
     owns(s.run_dir)  # its checkpoints are read back (resume) and rewritten: not inputs to protect
     _announce(s)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import signal
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ import torch.nn.functional as F
 from fercli import console
 from fercli.engine import distributed
 from fercli.engine.augment import augment
-from fercli.engine.pace import EPOCH_OVERHEAD_S, Pace, steps_in_budget
+from fercli.engine.budget import Budget
+from fercli.engine.device import check_probe
 from fercli.engine.recipe import Recipe, lr_at
-from fercli.engine.setup import RunSettings, Setup, set_up
+from fercli.engine.setup import RunSettings, Setup, probe_key, set_up
 from fercli.engine.state import TrainState
 from fercli.errors import INTERRUPTED, FerError, Stopped
 from fercli.files.atomic import atomic_path
@@ -71,28 +71,31 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     t_begin = time.perf_counter()  # a --time budget counts from here
     s, st, perm = set_up(recipe, run, resume, group)
     meter = _Meter(s.device, s.targets.soft)
-    pace = Pace(first_step=st.global_step, steps_only=group.active)
     cadence = _Cadence()
     epochs_shown = 0 if st.total_steps is None else s.epochs_in(st.total_steps)  # 0: not known yet
     stopped_early = False
     with _StopFlag() as stop, TrainProgress(epochs_shown, run.json_lines and group.main,
                                             group.main and run.progress) as view:  # fmt: skip
-        plan = lambda: _plan(s, st, pace, view, t_begin)  # noqa: E731
+        epochs_before = len(st.history)
+        budget = Budget(s, st, view, t_begin)  # the step count, and how a --time run's follows the clock
         while st.total_steps is None or st.global_step < st.total_steps:
-            t0 = time.perf_counter()
+            budget.epoch_started()
             if perm is None or st.step == 0:
                 s.generator.manual_seed(derived_seed(s.recipe.seed, st.epoch))
                 perm = torch.randperm(len(s.x_train), generator=s.generator, device=s.device)  # int64 [N]
                 st.new_epoch_sums()
             meter.seen_at_start = st.sums["seen"]  # images/s counts this session's images (a resumed epoch)
-            first_step = st.global_step
             view.start_epoch(st.epoch, s.steps_per_epoch, st.step)
-            train_epoch(s, st, perm, meter, stop, view, pace, plan, t0)
+            train_epoch(s, st, perm, meter, stop, view, budget)
             meter.drain(st.sums, group)  # sync
-            if pace.force(st.global_step, t0, first_step):
-                plan()  # an epoch shorter than the timing needs
+            budget.epoch_trained()
+            if not st.history[epochs_before:] and s.device.type == "cpu" and s.run.precision == "auto" and group.main:
+                # The first epoch of this process against the precision probe's cached figure (sync-free: CPU)
+                trained = (st.sums["seen"] - meter.seen_at_start) / max(1e-9, budget.t_trained - budget.t_epoch)
+                check_probe(probe_key(s.recipe), s.local, trained / group.world)
             valid_acc, valid_loss, valid_seconds = validate(s)
-            seconds = time.perf_counter() - t0
+            budget.epoch_validated(valid_seconds)  # a --time run re-plans, before `last` saves the count
+            seconds = time.perf_counter() - budget.t_epoch
             st.elapsed += seconds
             lr = lr_at(s.recipe, max(0, st.global_step - 1), st.total_steps or UNPLANNED_STEPS)
             row = {
@@ -102,11 +105,14 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
                 "images_per_s": round((st.sums["seen"] - meter.seen_at_start) / seconds, 1),
                 "valid_seconds": round(valid_seconds, 3),
             }  # fmt: skip
+            steps_done = st.step  # of this epoch, before end_epoch moves the state to the next one
+            t_end = time.perf_counter()
             improved = end_epoch(s, st, row, cadence)
-            view.end_epoch(row, improved, st.global_step - (st.epoch - 2) * s.steps_per_epoch)
+            budget.saved(time.perf_counter() - t_end)
+            view.end_epoch(row, improved, steps_done)
             perm = None
-            if run.patience and st.bad_epochs >= run.patience:
-                console.info(f"early stop: no better valid_acc for {run.patience} epochs")
+            if s.run.patience and st.bad_epochs >= s.run.patience:
+                console.info(f"early stop: no better valid_acc for {s.run.patience} epochs")
                 stopped_early = True
                 break
 
@@ -120,7 +126,7 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
 
 
 def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, stop: _StopFlag,
-                view: TrainProgress, pace: Pace, plan: Callable[[], None], t0: float) -> None:  # fmt: skip
+                view: TrainProgress, budget: Budget) -> None:  # fmt: skip
     """The steps of one epoch from st.step, or up to a --time run's last step."""
     r, run, group, g = s.recipe, s.run, s.group, s.generator
     s.model.train()
@@ -165,8 +171,7 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         st.global_step += 1
         st.step = step + 1
         meter.add(loss, logits, y)
-        if pace.observe(st.global_step):
-            plan()
+        budget.after_step()
         # Progress is shown by time (a terminal: every second; a log: a line a minute), never more often
         # than every log_every steps; nothing shown, no sync. Only rank 0 has a view, and the drain is a
         # collective: under torchrun every rank learns rank 0's answer first (a collective of its own),
@@ -174,9 +179,8 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         if (step + 1) % run.log_every == 0 and distributed.any_rank(view.due(), group):
             meter.drain(st.sums, group)  # sync
             n = st.sums["seen"]
-            ips = (n - meter.seen_at_start) / max(1e-9, time.perf_counter() - t0)
-            view.step(step + 1, st.sums["loss"] / n, st.sums["correct"] / n, lr, ips,
-                      _time_left(pace, st.total_steps, st.global_step))  # fmt: skip
+            ips = (n - meter.seen_at_start) / max(1e-9, time.perf_counter() - budget.t_epoch)
+            view.step(step + 1, st.sums["loss"] / n, st.sums["correct"] / n, lr, ips, budget.time_left())
         if run.save_every and st.global_step % run.save_every == 0 and step + 1 < s.steps_per_epoch:
             meter.drain(st.sums, group)  # sync; the epoch-end save covers an epoch's last step
             if group.main:
@@ -332,40 +336,6 @@ def _interrupt(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter) -> N
     launch = f"torchrun --nproc_per_node {s.group.world} -m fercli" if s.group.active else "fer"
     raise FerError(f"interrupted at epoch {st.epoch} step {st.step}; saved {s.run_dir / 'last.safetensors'}. "
                    f"Resume with: {launch} train --resume {s.run_dir}", INTERRUPTED)  # fmt: skip
-
-
-def _plan(s: Setup, st: TrainState, pace: Pace, view: TrainProgress, t_begin: float) -> None:
-    """Fix the step count of a --time run, and say when any run will take over an hour. Called once, when
-    the first steps have been timed; under torchrun rank 0's figures are shared."""
-    sps = pace.seconds_per_step
-    assert sps is not None
-    k = min(len(s.y_val), 512)  # time a validation pass on a slice: epochs pay for it too
-    t = time.perf_counter()
-    predict_probs(s.model, np.ascontiguousarray(s.x_val[:k]), s.mean, s.std, s.device, batch=1024, tta=s.recipe.tta)
-    s.model.train()
-    epoch_extra = (time.perf_counter() - t) * len(s.y_val) / max(1, k) / s.group.world + EPOCH_OVERHEAD_S
-    spent = st.elapsed + time.perf_counter() - t_begin
-    if st.total_steps is None:
-        assert s.recipe.time is not None
-        total = steps_in_budget(s.recipe.time, spent, st.global_step, sps, s.steps_per_epoch, epoch_extra)
-        st.total_steps = int(distributed.share_text(str(total), s.group))
-        view.set_epochs(s.epochs_in(st.total_steps))
-        console.info(f"--time {console.format_duration(s.recipe.time)}: {st.total_steps} steps "
-                     f"({st.total_steps / s.steps_per_epoch:.1f} epochs at {sps * 1000:.0f} ms per step)")  # fmt: skip
-        if s.group.main:
-            s.write_args(st.total_steps)
-        return
-    left = (st.total_steps - st.global_step) * sps + s.epochs_in(st.total_steps - st.global_step) * epoch_extra
-    if spent + left > 3600:
-        end = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + left))
-        hint = " On a CPU, `--recipe cpu` or `--time 20m` gives a model sooner." if s.device.type == "cpu" else ""
-        console.info(f"this run will take about {console.format_duration(spent + left)} (until about {end}).{hint}")
-
-
-def _time_left(pace: Pace, total_steps: int | None, global_step: int) -> float | None:
-    if pace.seconds_per_step is None or total_steps is None:
-        return None
-    return (total_steps - global_step) * pace.seconds_per_step
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
