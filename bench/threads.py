@@ -82,7 +82,10 @@ def main() -> None:
         hogs = []
         if state == "busy":
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.hogs)]
-            time.sleep(0.5)
+            # Another job that has been running a while (fer's policy asks for LASTING_S seconds of it)
+            from fercli.engine.threads import LASTING_S
+
+            time.sleep(LASTING_S + 5)
         try:
             base = None
             configs["fer policy"] = fer_policy()

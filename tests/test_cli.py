@@ -73,7 +73,15 @@ def test_thread_policy_precedence(monkeypatch):
         monkeypatch.setattr(threads, "others_running", lambda: False)
         assert threads.configure() == 3 and "OMP_WAIT_POLICY" not in os.environ  # idle: OpenMP's default
         monkeypatch.setattr(threads, "others_running", lambda: True)
-        assert threads.configure() == 3 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # busy: threads sleep
+        monkeypatch.setattr(threads, "load_sustained", lambda: False)
+        assert threads.configure() == 3 and "OMP_WAIT_POLICY" not in os.environ  # busy only just now: spin
+        monkeypatch.setattr(threads, "load_sustained", lambda: True)
+        assert threads.configure() == 3 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # busy a while: sleep
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+        monkeypatch.setattr(threads, "others_running", lambda: False)
+        assert threads.configure() == 3 and "OMP_WAIT_POLICY" not in os.environ  # loaded earlier, idle now
+        monkeypatch.setattr(threads, "others_running", lambda: True)
+        threads.configure()
         monkeypatch.setitem(sys.modules, "torch", torch)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert threads.configure() == 2  # the user's OpenMP setting is kept
@@ -120,3 +128,31 @@ def test_fer_data_names_the_folder_of_the_real_data(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**__import__("os").environ, "FER_DATA": str(tmp_path)})  # fmt: skip
     assert r.stdout.strip() == str(tmp_path), r.stderr
+
+
+def test_a_lasting_job_is_told_from_one_that_just_began_or_sleeps(monkeypatch):
+    """What makes fer's threads sleep (with others runnable): a process that has kept half a core busy
+    for LASTING_S seconds (1 s here), not a sleeping one, nor one younger than that."""
+    import os
+    import subprocess
+    import time
+
+    from fercli.engine import threads
+
+    monkeypatch.setattr(threads, "LASTING_S", 1.0)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    real_listdir = os.listdir
+    try:
+        only = lambda pid: (lambda path: [str(pid)] if path == "/proc" else real_listdir(path))  # noqa: E731
+        monkeypatch.setattr(os, "listdir", only(busy.pid))
+        assert not threads.load_sustained()  # just began
+        time.sleep(1.5)
+        assert threads.load_sustained()  # busy for over a second
+        monkeypatch.setattr(os, "listdir", only(idle.pid))
+        assert not threads.load_sustained()  # as old, but asleep
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()

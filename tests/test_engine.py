@@ -170,13 +170,31 @@ def test_cosine_schedule_decays_from_the_peak_without_warm_up():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
-def test_cpu_bf16_autocast_trains(synthetic_data, tmp_path):
+def test_cpu_bf16_autocast_trains(synthetic_data, tmp_path, monkeypatch):
+    """--precision bf16 on the CPU: the convolutions compute in bf16 while training (not in validation,
+    which is fp32), the weights stay fp32, and the loss falls."""
     import json
 
-    r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=1, batch=64, lr=0.05))
+    from fercli.engine import setup
+
+    seen: list[tuple[bool, torch.dtype]] = []
+    real_create = setup.models.create
+
+    def create(*args, **kw):
+        net = real_create(*args, **kw)
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, out: seen.append((m.training, out.dtype)))
+        return net
+
+    monkeypatch.setattr(setup.models, "create", create)
+    r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=2, batch=64, lr=0.05))
     out = train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), progress=False,
                                precision="bf16"))  # fmt: skip
-    assert math.isfinite(out["history"][0]["loss"])
+    assert {d for training, d in seen if training} == {torch.bfloat16}
+    assert {d for training, d in seen if not training} == {torch.float32}
+    assert out["history"][1]["loss"] < out["history"][0]["loss"]
+    weights = load_file(str(tmp_path / "train" / "exp" / "best.safetensors"))
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
     assert json.loads((tmp_path / "train" / "exp" / "args.json").read_text())["precision"] == "bf16"
 
 

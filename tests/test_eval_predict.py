@@ -262,3 +262,33 @@ def test_inference_runs_without_tf32_after_training_switched_it_on_and_restores_
         assert hardware._numerics() == after_training  # restored
     finally:
         hardware._restore(before)
+
+
+def test_a_ferplus_model_warns_of_its_codes_and_maps_onto_fer2013s_for_a_submission(fer, tmp_path, synthetic_data):
+    """`fer predict builtin test.csv > submission.csv` wrote FER+ codes where a FER2013 submission expects
+    FER2013's: said on stderr, and --classes fer2013 writes FER2013's codes with contempt folded in."""
+    from fercli.data import crowd
+
+    images, _ = faces(12)
+    src = write_csv(tmp_path / "test.csv", "pixels", [pixels_text(i) for i in images])
+    own = fer("predict", "builtin", src, "--probs")
+    assert own.code == 0 and "predicts FER+'s 8 classes" in own.err and "--classes fer2013" in own.err
+    mapped = fer("predict", "builtin", src, "--probs", "--classes", "fer2013")
+    assert mapped.code == 0 and "predicts FER+'s" not in mapped.err
+    head, *rows = [line.split(",") for line in mapped.out.splitlines()]
+    assert head == ["id", "emotion", *(f"p_{c}" for c in CLASSES)]
+    ferplus = np.array([[float(x) for x in r[2:]] for r in own.out.splitlines()[1:] for r in [r.split(",")]])
+    fer2013 = np.array([[float(x) for x in r[2:]] for r in rows])
+    assert np.allclose(fer2013.sum(1), 1, atol=1e-4)
+    for c, name in enumerate(CLASSES):  # each FER2013 class takes its own emotion's probability
+        expect = ferplus[:, crowd.VOTE_OF_FER2013[c]] + (ferplus[:, 7] if name == crowd.CONTEMPT_INTO else 0)
+        assert np.allclose(fer2013[:, c], expect, atol=2e-5), name
+    assert [int(r[1]) for r in rows] == fer2013.argmax(1).tolist()
+    names = fer("predict", "builtin", src, "--names")
+    assert names.code == 0 and "predicts FER+'s" not in names.err  # names say which classes they are
+    # eval scores the mapped probabilities against FER2013's labels
+    m = json.loads(fer("eval", "builtin", "--data", synthetic_data, "--split", "test", "--classes", "fer2013",
+                       "--json").out)  # fmt: skip
+    assert m["labels"] == "fer2013" and m["classes"] == list(CLASSES) and m["n"] == 140
+    bad = fer("predict", "builtin", src, "--classes", "ferplus")
+    assert bad.code == 2 and "--classes must be one of model, fer2013" in bad.err

@@ -97,6 +97,47 @@ def test_torchrun_with_progress_always_due_finishes_with_the_same_totals(synthet
         assert abs(float(a["loss"]) - float(b["loss"])) < 1e-6 * max(1.0, abs(float(b["loss"])))
 
 
+STUCK_RANK = r"""
+import os, sys, time
+import torch, torch.distributed as dist
+from fercli.engine import train
+dist.init_process_group("gloo")
+if dist.get_rank() == 1:
+    time.sleep(120)  # never joins the collective, as a rank that died or hangs
+    sys.exit(0)
+with train._StopFlag(float(sys.argv[1])):
+    print("waiting", flush=True)
+    dist.all_reduce(torch.zeros(1))  # rank 0 waits here for good (gloo's timeout is 30 minutes)
+print("the collective returned", flush=True)
+"""
+
+
+def test_a_rank_stuck_in_a_collective_still_ends_on_sigterm(tmp_path):
+    """torchrun's ranks wait in collectives running no Python; SIGTERM must still end them (the watcher
+    thread, woken by the signal), not leave them holding the machine until SIGKILL."""
+    from socket import socket
+
+    with socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    procs = [subprocess.Popen([sys.executable, "-c", STUCK_RANK, "1.0"], env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]  # fmt: skip
+    try:
+        assert procs[0].stdout.readline() == b"waiting\n"
+        time.sleep(0.5)
+        t = time.monotonic()
+        procs[0].send_signal(signal.SIGTERM)
+        code = procs[0].wait(timeout=60)
+        err = procs[0].stderr.read().decode()
+        assert code == 130 and "stuck waiting for the other torchrun processes" in err, (code, err[-2000:])
+        assert time.monotonic() - t >= 1.0  # the normal way out was given its time first
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def test_each_rank_augments_its_slice_as_one_process_would():
     """Under torchrun every rank draws the random numbers of the whole global batch and keeps its slice:
     the ranks' augmented slices, put together, are exactly the one-process augmentation of the batch,
@@ -122,7 +163,8 @@ def _start(data: Path, project: Path, *extra: str) -> subprocess.Popen:
 def test_kill_9_mid_training_then_resume_to_the_end(synthetic_data, tmp_path):
     """SIGKILL twice at random moments (mid-epoch, maybe mid-save); each time last.safetensors is a
     whole, loadable checkpoint, and --resume carries the run to its last epoch."""
-    rng = random.Random(os.getpid())
+    seed = int(os.environ.get("FER_TEST_SEED", "0"))  # FER_TEST_SEED=N explores other moments, reproducibly
+    rng = random.Random(seed)
     run = tmp_path / "train" / "exp"
     last = run / "last.safetensors"
     args = ["--epochs", "3", *TRAIN, "--save-every", "4"]

@@ -51,6 +51,15 @@ def test_pace_skips_warm_up_steps_and_needs_enough_timing():
     assert [ranks.observe(s, 0.01 * s) for s in range(1, 14)].index(True) == 12
 
 
+def test_pace_waits_for_the_device_while_it_times_and_never_after():
+    """On CUDA the clock must see the GPU's time, not how fast steps are queued: the device is synced
+    at each timed step (not the warm-up ones), and not at all once the pace is known."""
+    synced = []
+    pace = Pace(first_step=0, steps_only=True, sync=lambda: synced.append(1))
+    fired = [s for s in range(1, 40) if pace.observe(s, 0.01 * s)]
+    assert fired == [13] and len(synced) == 13 - 2  # steps 3..13: the mark and every timed step
+
+
 def test_steps_in_budget_pays_for_validation():
     # 100 s left, 0.1 s per step, 50 steps per epoch and 5 s of validation per epoch: 0.2 s per step all told.
     assert steps_in_budget(110.0, 10.0, 0, 0.1, 50, 5.0) == int(95 / 0.2)  # 475: the last epoch has 25 steps

@@ -122,12 +122,13 @@ def test_cli_plain_lines_json_and_errors(synthetic_data, tmp_path):
 
 def test_ctrl_c_saves_last_and_says_how_to_resume(synthetic_data, tmp_path):
     cmd = [sys.executable, "-m", "fercli", "train", "--data", str(synthetic_data), "--arch", "vgg4s", "--epochs", "50",
-           "--batch", "16", "--device", "cpu", "--project", str(tmp_path / "runs")]  # fmt: skip
+           "--batch", "16", "--device", "cpu", "--project", str(tmp_path / "runs"), "--save-every", "2"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
-    deadline = time.time() + 60
-    while not (tmp_path / "runs" / "train" / "exp" / "args.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    # `last` saved after step 2 means the loop runs, with its SIGINT handler installed: no race with it.
+    deadline = time.time() + 120
+    while not (tmp_path / "runs" / "train" / "exp" / "last.safetensors").exists() and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == INTERRUPTED, err

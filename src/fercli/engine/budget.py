@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from fercli import console
 from fercli.engine import distributed
@@ -35,7 +36,8 @@ class Budget:
         self.s, self.st, self.view = s, st, view
         self.t_begin = t_begin  # when this process began: set-up counts against the budget
         self.spent_before = st.elapsed  # seconds earlier sessions of a resumed run spent
-        self.pace = Pace(first_step=st.global_step, steps_only=s.group.active)
+        sync = torch.cuda.synchronize if s.device.type == "cuda" else None
+        self.pace = Pace(first_step=st.global_step, steps_only=s.group.active, sync=sync)
         self.save_seconds = EPOCH_OVERHEAD_S  # per epoch: checkpoints, metrics.csv, curves; then measured
         self.t_epoch = self.t_trained = t_begin
         self.epoch_first_step = st.global_step

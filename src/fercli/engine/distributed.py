@@ -3,8 +3,9 @@
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and the rendezvous address) in each process's
 environment. With WORLD_SIZE > 1, `fer train` joins the process group (nccl on CUDA, gloo on the
 CPU), wraps the network in DistributedDataParallel, trains its own slice of every global batch,
-all-reduces its metrics, and leaves files and progress to rank 0. Every collective here is a
-CPU-GPU sync point on CUDA.
+all-reduces its metrics, and leaves files and progress to rank 0. The metrics' collectives are CPU-GPU
+sync points on CUDA; the agreements of the loop (stop now? show progress? the run folder's name) go
+over a second, gloo group of CPU tensors, so they never wait for the GPU.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Group:
     world: int = 1
     local_rank: int = 0
     device: torch.device | None = None  # where collective tensors live (the training device)
+    control: object | None = None  # the gloo group for CPU-side agreements (None: the default group is gloo)
 
     @property
     def main(self) -> bool:
@@ -66,6 +68,8 @@ def join(group: Group, device: torch.device) -> torch.device:
     else:
         raise FerError(f"multi-process training runs on CUDA (nccl) or the CPU (gloo), not {device.type}", USAGE)
     dist.init_process_group(backend=backend)
+    if backend == "nccl":  # every rank creates it, in the same order
+        group.control = dist.new_group(backend="gloo")
     group.device = device
     return device
 
@@ -109,22 +113,29 @@ def sum_all(values: list[float], group: Group) -> list[float]:
 
 
 def any_rank(flag: bool, group: Group) -> bool:
-    """True on every rank when it is true on any (so that all stop at the same step)."""
-    return sum_all([float(flag)], group)[0] > 0
+    """True on every rank when it is true on any (so that all stop at the same step). Over the control
+    group: no CPU-GPU sync."""
+    if not group.active:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)], dtype=torch.float64)
+    dist.all_reduce(t, group=group.control)
+    return bool(t.item() > 0)
 
 
 def share_text(text: str, group: Group) -> str:
-    """Rank 0's string on every rank (the run folder it created)."""
+    """Rank 0's string on every rank (the run folder it created, a step count), over the control group."""
     if not group.active:
         return text
     import torch.distributed as dist
 
-    raw = torch.zeros(4096, dtype=torch.uint8, device=group.device)
+    raw = torch.zeros(4096, dtype=torch.uint8)
     if group.main:
         data = text.encode()[:4096]
         raw[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
-    dist.broadcast(raw, src=0)
-    return bytes(raw.cpu().tolist()).rstrip(b"\0").decode()
+    dist.broadcast(raw, src=0, group=group.control)
+    return bytes(raw.tolist()).rstrip(b"\0").decode()
 
 
 def same_buffers(modules: list[nn.Module], group: Group) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fercli.errors import USAGE, FerError
@@ -44,6 +45,9 @@ class Pace:
 
     first_step: int  # the global step this process started at (not 0 after a resume)
     steps_only: bool = False  # decide by step count alone (torchrun: every rank must decide at the same step)
+    # Waits for the device (torch.cuda.synchronize on CUDA): its kernels run behind the Python loop, so
+    # without it the clock would time how fast steps are queued. Called only while the timing lasts.
+    sync: Callable[[], None] | None = None
     t_mark: float | None = None
     step_mark: int = 0
     seconds_per_step: float | None = None
@@ -52,6 +56,8 @@ class Pace:
         """Call after each step; True once, at the step where the measurement becomes available."""
         if self.seconds_per_step is not None:
             return False
+        if self.sync is not None and global_step - self.first_step >= WARM_STEPS:
+            self.sync()  # sync, for the first seconds of a run only
         now = time.perf_counter() if now is None else now
         done = global_step - self.first_step
         if done == WARM_STEPS:

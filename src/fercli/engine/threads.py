@@ -13,8 +13,13 @@ on this project's 2-core machine with `python bench/threads.py` (vgg4s training,
 So fer
 - uses as many threads as CPUs this process may really use: its affinity mask and its cgroup CPU quota
   (a container limited to 1.5 CPUs gets 1), unless `--threads` or FER_THREADS says otherwise;
-- lets OpenMP threads sleep when idle (PASSIVE) when other processes are running as it starts, and
-  keeps the spinning default on an idle machine, where sleeping costs about 5%;
+- lets OpenMP threads sleep when idle (PASSIVE) when other processes are running as it starts and one
+  of them is a lasting job (busy at least half a core for at least LASTING_S seconds), and keeps the spinning
+  default otherwise: on an idle machine sleeping costs 5% (the EPYC) to 15-35% (a Xeon of this
+  project's kind, 2026-12-01), and OpenMP reads the policy once, so a busy start that soon ends would
+  pay that for the whole run. `python bench/busy_start.py` on that Xeon (a 2-thread busy process for
+  the first 20 s of a 3-minute run): the busy run trained 0.64 of the undisturbed run's steps when the
+  busy start chose PASSIVE, 1.00 when both spun;
 - leaves any OMP_WAIT_POLICY, GOMP_SPINCOUNT or OMP_NUM_THREADS the user set alone.
 This module imports nothing heavy: `fer --help` stays instant.
 """
@@ -72,6 +77,34 @@ def others_running(samples: int = 3) -> bool:
     return sorted(counts)[len(counts) // 2] >= 1
 
 
+# Another process counts as a lasting job when it has lived this long and used at least half a core on
+# average over its life: a test suite or a training run, not an editor that woke up or a job that has
+# just begun (and may end in seconds). Not the load average: a run of fer that just ended still weighs
+# in it for a minute.
+LASTING_S = 30.0
+
+
+def load_sustained() -> bool:
+    """Whether a process other than this one has kept half a core or more busy for LASTING_S seconds or
+    longer (from /proc: its age and its user + system CPU time); False where /proc cannot tell."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        uptime = float(open("/proc/uptime").read().split()[0])
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    except (OSError, ValueError):
+        return False
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15 of stat)
+            age = uptime - int(fields[19]) / ticks  # starttime (field 22)
+        except (OSError, ValueError, IndexError):
+            continue
+        if age >= LASTING_S and cpu >= 0.5 * age:
+            return True
+    return False
+
+
 def configure(threads: int | None = None) -> int:
     """Set the thread count and wait policy for torch (call before it is imported); return the count.
 
@@ -88,7 +121,7 @@ def configure(threads: int | None = None) -> int:
         raise FerError(f"{given_by} must be at least 1, got {threads}", USAGE)
     # The wait policy is read once, when torch's OpenMP starts: sampling the load is no use after that.
     policy_open = "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ
-    if policy_open and "GOMP_SPINCOUNT" not in os.environ and others_running():
+    if policy_open and "GOMP_SPINCOUNT" not in os.environ and others_running() and load_sustained():
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     if threads is None:
         given = os.environ.get("OMP_NUM_THREADS", "").strip()

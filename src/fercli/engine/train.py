@@ -14,7 +14,9 @@ ranks, and only rank 0 writes files.
 from __future__ import annotations
 
 import csv
+import os
 import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -74,8 +76,9 @@ def _train(recipe: Recipe, run: RunSettings, resume: str | None, group: distribu
     cadence = _Cadence()
     epochs_shown = 0 if st.total_steps is None else s.epochs_in(st.total_steps)  # 0: not known yet
     stopped_early = False
-    with _StopFlag() as stop, TrainProgress(epochs_shown, run.json_lines and group.main,
-                                            group.main and run.progress) as view:  # fmt: skip
+    stuck_exit_s = STUCK_EXIT_S if group.active else None
+    with _StopFlag(stuck_exit_s) as stop, TrainProgress(epochs_shown, run.json_lines and group.main,
+                                                        group.main and run.progress) as view:  # fmt: skip
         epochs_before = len(st.history)
         budget = Budget(s, st, view, t_begin)  # the step count, and how a --time run's follows the clock
         while st.total_steps is None or st.global_step < st.total_steps:
@@ -293,12 +296,25 @@ class _Cadence:
     drawn_at: float = -float("inf")
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag that the loop checks between steps, so a step is never cut in half."""
+# Under torchrun, a rank stuck in a collective (another rank died, or never joined it) runs no Python, so
+# the flag below is never read; a watcher thread, woken by the signal itself (signal.set_wakeup_fd),
+# ends the process this long after SIGINT/SIGTERM if it has not ended by then. The normal way out (the
+# ranks agree, rank 0 saves `last`, all leave) takes a few steps and a save.
+STUCK_EXIT_S = 30.0
 
-    def __init__(self) -> None:
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop checks between steps, so a step is never cut in half.
+    With `stuck_exit_s`, a watcher thread ends the process that long after the signal if the loop never
+    got to act on it."""
+
+    def __init__(self, stuck_exit_s: float | None = None) -> None:
         self.hit = False
         self._old: dict[int, Any] = {}
+        self._stuck_exit_s = stuck_exit_s
+        self._pipe: tuple[int, int] | None = None
+        self._old_fd: int | None = None
+        self._done = threading.Event()
 
     def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -306,6 +322,12 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone
                 pass
+        if self._stuck_exit_s is not None and self._old:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            self._pipe = (r, w)
+            self._old_fd = signal.set_wakeup_fd(w)
+            threading.Thread(target=self._watch, args=(r,), daemon=True, name="fer-stop-watch").start()
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -313,7 +335,29 @@ class _StopFlag:
             raise Stopped("interrupted", INTERRUPTED)
         self.hit = True
 
+    def _watch(self, r: int) -> None:
+        """Runs while Python's main thread may be blocked: woken by each signal's byte on the pipe."""
+        while not self._done.is_set():
+            try:
+                got = os.read(r, 64)
+            except OSError:
+                return
+            if not got or self._done.is_set():
+                return
+            if signal.SIGINT in got or signal.SIGTERM in got:
+                if not self._done.wait(self._stuck_exit_s):
+                    os.write(2, b"error: interrupted, but this process is stuck waiting for the other torchrun "
+                                b"processes (one may have died); leaving without saving\n")  # fmt: skip
+                    os._exit(INTERRUPTED)
+                return
+
     def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_fd if self._old_fd is not None else -1)
+            os.write(self._pipe[1], b"\0")  # wake the watcher so it sees it is done
+            for fd in self._pipe:
+                os.close(fd)
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
