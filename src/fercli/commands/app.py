@@ -63,6 +63,13 @@ TTA_OPT = typer.Option(
 MODEL_OPT = typer.Option(
     None, "--model", "-m", help="Checkpoint, run folder or builtin (default: the newest run's best)."
 )
+CLASSES_OPT = typer.Option(
+    "model",
+    "--classes",
+    help="model: the checkpoint's own classes; fer2013: a FER+ model's probabilities mapped onto FER2013's 7 "
+    "(contempt into angry), for FER2013 submissions and labels.",
+    autocompletion=completion(("model", "fer2013")),
+)
 FACES_OPT = typer.Option(
     "auto", "--faces", help="Images: auto (find faces unless the image is a face crop), detect (always find "
     "faces; needs fercli\\[faces]) or whole (the whole image is one face).",

@@ -10,6 +10,7 @@ import typer
 from fercli import console
 from fercli.classes import SPLITS
 from fercli.commands.app import (
+    CLASSES_OPT,
     DATA_OPT,
     DEVICE_OPT,
     FACES_OPT,
@@ -36,6 +37,7 @@ def eval_cmd(
     force: bool = FORCE_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
+    classes: str = CLASSES_OPT,
 ) -> None:
     """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
     import json
@@ -43,7 +45,7 @@ def eval_cmd(
     from fercli.files.runs import resolve_checkpoint
     from fercli.infer.evaluate import evaluate, metrics_table
 
-    m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force)
+    m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force, classes)
     console.show(metrics_table(m))
     if json_out:
         console.data_out(json.dumps(m))
@@ -63,6 +65,7 @@ def predict(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
     device: str = DEVICE_OPT,
     faces: str = FACES_OPT,
+    classes: str = CLASSES_OPT,
 ) -> None:
     """Predict emotions; CSV `id,emotion` on stdout (and nothing else there); for images, one row per face:
     `id,face,x,y,w,h,emotion`."""
@@ -70,7 +73,8 @@ def predict(
     from fercli.infer.predict import predict_stream
 
     ckpt = resolve_checkpoint(model)
-    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad, faces=faces)
+    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad, faces=faces,
+              classes=classes)  # fmt: skip
     if out is None:
         n = predict_stream(ckpt, inputs, sys.stdout, **kw)
     else:

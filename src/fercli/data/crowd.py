@@ -64,6 +64,28 @@ def crowd_share(votes: np.ndarray, column: np.ndarray) -> np.ndarray:
     return v[np.arange(len(v)), column] / total
 
 
+CLASS_SETS = ("model", "fer2013")
+# --classes fer2013 on a FER+ model: each FER2013 class takes its own emotion's probability, and FER+'s
+# contempt, which FER2013 lacks, is added to CONTEMPT_INTO (chosen by measurement: see docs/commands/predict.md).
+CONTEMPT_INTO = "angry"
+
+
+def class_set(model_classes: tuple[str, ...], wanted: str) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """(the classes to write, the [model_classes, written] matrix that maps probabilities onto them, or
+    None when they are the model's own). `wanted` is --classes: model, or fer2013."""
+    if wanted not in CLASS_SETS:
+        raise FerError(f"--classes must be one of {', '.join(CLASS_SETS)}, got '{wanted}'", USAGE)
+    if wanted == "model" or model_classes == CLASSES:
+        return model_classes, None
+    if model_classes != FERPLUS_CLASSES:
+        raise FerError(f"--classes fer2013 maps FER+ models onto FER2013's classes; this model has its own "
+                       f"({', '.join(model_classes)})", USAGE)  # fmt: skip
+    fold = np.zeros((len(FERPLUS_CLASSES), len(CLASSES)), dtype=np.float32)
+    fold[VOTE_OF_FER2013, np.arange(len(CLASSES))] = 1.0
+    fold[FERPLUS_CLASSES.index("contempt"), CLASSES.index(CONTEMPT_INTO)] = 1.0
+    return CLASSES, fold
+
+
 def vote_columns(classes: tuple[str, ...]) -> np.ndarray:
     """Each class of a model's class set as a vote column (FER2013's classes map onto FER+'s)."""
     if classes == FERPLUS_CLASSES:

@@ -46,12 +46,14 @@ def evaluate(
     tta: bool | None = None,
     device: str = "auto",
     force: bool = False,
+    classes: str = "model",
 ) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support of a checkpoint on one split.
 
     A model of FER2013's classes is scored against the FER2013 labels; one of FER+'s against the crowd's
     majority, on the faces that have a clear one (as the FER+ paper reports). When the data has votes,
-    "crowd" says how much of the crowd's vote the predicted class got on average."""
+    "crowd" says how much of the crowd's vote the predicted class got on average. `classes` fer2013 scores
+    a FER+ model's probabilities, mapped onto FER2013's classes (crowd.class_set), against FER2013's labels."""
     from fercli.data import crowd
     from fercli.data.leaks import check_split
     from fercli.data.prepared import PreparedData
@@ -59,14 +61,16 @@ def evaluate(
 
     data = PreparedData.open(data_path)
     predictor = Predictor.load(model_path, device, tta)
-    meta, classes, tta = predictor.meta, predictor.classes, predictor.tta
+    meta, tta = predictor.meta, predictor.tta
+    classes, fold = crowd.class_set(predictor.classes, classes)
     idx, truth = crowd.scored_faces(classes, data, split)
     if not len(idx):
         what = "labeled faces" if classes == CLASSES else "faces with a clear FER+ majority"
         raise FerError(f"{data_path}: the {split} split has no {what} to evaluate on")
     seen = check_split(model_path, meta, data, idx, split, force)
-    probs = predictor.probs(data.images[idx])
-    pred = probs.argmax(1).numpy()
+    probs = predictor.probs(data.images[idx]).numpy()
+    probs = probs if fold is None else probs @ fold
+    pred = probs.argmax(1)
     out = metrics_from_confusion(confusion(truth, pred, len(classes)), classes)
     out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta,
                 "labels": "fer2013" if classes == CLASSES else "ferplus-majority"})  # fmt: skip

@@ -16,7 +16,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from fercli import console
 from fercli.csvrows import field, row
+from fercli.data.crowd import FERPLUS_CLASSES, class_set
 from fercli.defaults import PREDICT_BATCH
 from fercli.errors import NOT_FOUND, USAGE, FerError
 
@@ -112,9 +114,11 @@ def predict_stream(
     device: str = "auto",
     skip_bad: bool = False,
     faces: str = "auto",
+    classes: str = "model",
 ) -> int:
     """Write `id,emotion[,p_<class>...]` rows for every face of every input to `out` (`id,face,x,y,w,h,
-    emotion,...` when an input is images and `faces` is not whole); return the count."""
+    emotion,...` when an input is images and `faces` is not whole); return the count. `classes` fer2013
+    maps a FER+ model's probabilities onto FER2013's classes (crowd.class_set)."""
     from fercli.data.imagefaces import is_image_source
     from fercli.infer.inference import Predictor
     from fercli.photos.crops import WHOLE, check_mode
@@ -136,7 +140,12 @@ def predict_stream(
             raise FerError(f"{path} is given twice (its ids would repeat)", USAGE)
         seen.add(os.path.abspath(path))
     predictor = Predictor.load(model_path, device, tta)
+    written, fold = class_set(predictor.classes, classes)
     photos = faces != WHOLE and any(is_image_source(p) for p in inputs)
+    if written == FERPLUS_CLASSES and not names and not photos:
+        console.warn(f"{model_path} predicts FER+'s 8 classes: code 0 is neutral, 1 happiness, 2 surprise, 3 sadness, "
+                     "4 anger, 5 disgust, 6 fear, 7 contempt, not FER2013's (0 angry, 1 disgust, ...); "
+                     "--classes fer2013 writes FER2013's codes (a Kaggle submission)")  # fmt: skip
     detector = None
     if photos:
         from fercli.photos.detect import FaceDetector
@@ -152,14 +161,14 @@ def predict_stream(
 
     # Every input's first block is read before the header is written: a bad input leaves no output.
     streams = [_primed(stream(path)) for path in inputs]
-    classes = predictor.classes  # the checkpoint's own: FER2013's 7 or FER+'s 8
     lead = ["id", "face", "x", "y", "w", "h", "emotion"] if photos else ["id", "emotion"]
-    out.write(row(lead + probs_header(classes, probs)))
+    out.write(row(lead + probs_header(written, probs)))
     count = 0
     for blocks in streams:
         for prefixes, crops in blocks:
-            p = predictor.probs(crops, batch)
-            out.write(format_rows(prefixes, p.numpy(), classes if names else None, probs))
+            p = predictor.probs(crops, batch).numpy()  # [n, the checkpoint's classes]
+            p = p if fold is None else p @ fold  # [n, written classes]
+            out.write(format_rows(prefixes, p, written if names else None, probs))
             out.flush()
             count += len(prefixes)
     return count
