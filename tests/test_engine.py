@@ -199,15 +199,27 @@ def test_cpu_bf16_autocast_trains(synthetic_data, tmp_path, monkeypatch):
 
 
 def test_no_weight_decay_on_batchnorm_or_biases():
+    """What the optimizer does, not how its groups are built: with zero gradients, a step shrinks the
+    conv and linear weights (decay) and leaves BatchNorm's scales and every bias as they were."""
     from fercli.engine.setup import make_optimizer
 
     net = models.create("vgg4s")
-    opt = make_optimizer(net, build_recipe("default", {"weight_decay": 5e-4}))
-    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    opt = make_optimizer(net, build_recipe("default", {"weight_decay": 0.1, "lr": 0.5}))
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    kinds = {n: type(m).__name__ for n, m in net.named_modules()}
+    checked = set()
     for name, p in net.named_parameters():
-        is_weight_matrix = p.ndim > 1  # conv and linear weights
-        assert (id(p) in decayed) == is_weight_matrix, name
-    assert any("bias" in n for n, _ in net.named_parameters())
+        module, leaf = name.rsplit(".", 1)
+        moved = not torch.equal(p, before[name])
+        if leaf == "weight" and kinds[module] in ("Conv2d", "Linear"):
+            assert moved and p.norm() < before[name].norm(), name
+        else:
+            assert not moved, name  # BatchNorm weight, any bias
+        checked.add((kinds[module], leaf))
+    assert {("BatchNorm2d", "weight"), ("BatchNorm2d", "bias"), ("Linear", "bias"), ("Conv2d", "weight")} <= checked
 
 
 def test_augmentation_really_transforms():

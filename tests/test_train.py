@@ -98,11 +98,17 @@ def test_registry_lists_choices_and_rejects_unknown():
     assert net(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
 
 
-def test_onecycle_schedule_shape():
-    r = build_recipe("default", {})
-    lrs = [lr_at(r, s, 1000) for s in range(1000)]
-    assert lrs[0] == pytest.approx(0.004) and max(lrs) == pytest.approx(0.1, rel=1e-3)
-    assert lrs.index(max(lrs)) == 150 and lrs[-1] < 1e-4
+@pytest.mark.parametrize("lr,warmup,total", [(0.1, 0.15, 1000), (0.05, 0.3, 77), (1.0, 0.0, 100)])
+def test_onecycle_schedule_shape(lr, warmup, total):
+    """Whatever the peak, warm-up share and length: it starts at a 25th of the peak, rises steadily to the
+    peak at the end of the warm-up, then falls steadily to almost nothing at the last step."""
+    r = build_recipe("default", {"lr": lr, "warmup": warmup})
+    lrs = [lr_at(r, s, total) for s in range(total)]
+    peak = lrs.index(max(lrs))
+    assert peak == int(warmup * total) and max(lrs) == pytest.approx(lr, rel=1e-3)
+    assert lrs[0] == pytest.approx(lr / 25 if warmup else lr, rel=1e-3)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1]))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :])) and lrs[-1] < 0.01 * lr
 
 
 def test_cli_plain_lines_json_and_errors(synthetic_data, tmp_path):
