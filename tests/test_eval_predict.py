@@ -245,7 +245,7 @@ def test_inference_runs_without_tf32_after_training_switched_it_on_and_restores_
     installed torch's path can run here.)"""
     from fercli import hardware
 
-    assert hardware._precision_settings() is not None
+    assert hardware._tf32_switches()[0][2] == "fp32_precision"
     before = hardware._numerics()
     try:
         net, _ = load_model(tiny_model, "cpu")

@@ -83,45 +83,33 @@ def cuda_has_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def _precision_settings() -> list[tuple[object, str]] | None:
-    """The (object, attribute) pairs of torch's fp32_precision settings for CUDA matmuls and cuDNN
-    convolutions (torch 2.9+), or None on an older torch (then the allow_tf32 flags)."""
+def _tf32_switches() -> list[tuple[str, object, str, object, object]]:
+    """(name, object, attribute, TF32 on, TF32 off) for CUDA matmuls and cuDNN convolutions: torch's
+    fp32_precision settings on torch 2.9+, else the allow_tf32 flags (never both: torch refuses a mix)."""
     conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is None or not hasattr(conv, "fp32_precision"):
-        return None
-    return [(torch.backends.cuda.matmul, "fp32_precision"), (conv, "fp32_precision")]
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [("matmul", torch.backends.cuda.matmul, "fp32_precision", "tf32", "ieee"),
+                ("conv", conv, "fp32_precision", "tf32", "ieee")]  # fmt: skip
+    return [("matmul", torch.backends.cuda.matmul, "allow_tf32", True, False),
+            ("conv", torch.backends.cudnn, "allow_tf32", True, False)]  # fmt: skip
 
 
 def _tf32(on: bool) -> None:
-    settings = _precision_settings()
-    if settings is None:
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
-    else:
-        for obj, attr in settings:
-            setattr(obj, attr, "tf32" if on else "ieee")
+    for _, obj, attr, yes, no in _tf32_switches():
+        setattr(obj, attr, yes if on else no)
 
 
 def _numerics() -> dict[str, object]:
     """Everything fp32_inference changes, to be put back as it was."""
-    settings = _precision_settings()
-    saved: dict[str, object] = {"benchmark": torch.backends.cudnn.benchmark}
-    if settings is None:
-        saved |= {"matmul": torch.backends.cuda.matmul.allow_tf32, "conv": torch.backends.cudnn.allow_tf32}
-    else:
-        saved |= {"matmul": settings[0][0].fp32_precision, "conv": settings[1][0].fp32_precision}
-    return saved
+    return {"benchmark": torch.backends.cudnn.benchmark} | {
+        name: getattr(obj, attr) for name, obj, attr, _, _ in _tf32_switches()
+    }
 
 
 def _restore(saved: dict[str, object]) -> None:
     torch.backends.cudnn.benchmark = bool(saved["benchmark"])
-    settings = _precision_settings()
-    if settings is None:
-        torch.backends.cuda.matmul.allow_tf32 = bool(saved["matmul"])
-        torch.backends.cudnn.allow_tf32 = bool(saved["conv"])
-    else:
-        settings[0][0].fp32_precision = saved["matmul"]
-        settings[1][0].fp32_precision = saved["conv"]
+    for name, obj, attr, _, _ in _tf32_switches():
+        setattr(obj, attr, saved[name])
 
 
 @contextlib.contextmanager

@@ -78,17 +78,34 @@ def _time_steps(model: nn.Module, batch: int, dtype: torch.dtype | None, steps: 
     return (time.perf_counter() - t0) / steps
 
 
-def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int) -> torch.dtype | None:
-    """bf16 when a timed probe finds it at least BF16_MIN_SPEEDUP times faster than fp32, else None
-    (fp32). The answer is cached per CPU, thread count, torch version, network and batch."""
+def _probe_cache(net_key: str, batch: int) -> tuple[str, Path, dict[str, Any]]:
+    """(this run's key, the cache file, its entries: {} when missing or unreadable). The key: the CPU,
+    thread count, torch version, network and batch (capped at the probe's 128)."""
     key = f"{_cpu_key()}|{net_key}|{min(batch, 128)}"
     path = cache_dir() / "cpu-precision.json"
     try:
         cache = safejson.loads(path.read_bytes(), 1 << 20)
-        if not isinstance(cache, dict):
-            cache = {}
     except (OSError, ValueError):
         cache = {}
+    return key, path, cache if isinstance(cache, dict) else {}
+
+
+def _save_probe_cache(path: Path, cache: dict[str, Any]) -> bool:
+    """Write the cache atomically; False when it cannot be written (that only means probing again)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        return False
+    return True
+
+
+def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int) -> torch.dtype | None:
+    """bf16 when a timed probe finds it at least BF16_MIN_SPEEDUP times faster than fp32, else None
+    (fp32). The answer is cached per CPU, thread count, torch version, network and batch."""
+    key, path, cache = _probe_cache(net_key, batch)
     if key not in cache:
         if not torch.backends.mkldnn.is_available() or not _bf16_native():
             cache[key] = {"fp32": None, "bf16": None, "pick": "fp32"}
@@ -113,13 +130,7 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
                              + ("other processes were running" if others else
                                 f"its repeated timings differ by {spread:.2f}x (a busy machine?)"))  # fmt: skip
                 return torch.bfloat16 if pick == "bf16" else None
-        try:  # a cache that cannot be written only means probing again next time
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        _save_probe_cache(path, cache)
         c = cache[key]
         if c["fp32"] is not None:
             console.info(f"precision probe on this CPU: fp32 {c['fp32']:,.0f} vs bf16 {c['bf16']:,.0f} images/s "
@@ -130,24 +141,15 @@ def cpu_training_dtype(build: Callable[[], nn.Module], net_key: str, batch: int)
 def check_probe(net_key: str, batch: int, images_per_s: float) -> None:
     """After a run's first epoch: drop the cached probe when the run trained PROBE_DISAGREES times faster
     than the probe said the picked precision does (the probe ran on a busy machine)."""
-    key = f"{_cpu_key()}|{net_key}|{min(batch, 128)}"
-    path = cache_dir() / "cpu-precision.json"
-    try:
-        cache = safejson.loads(path.read_bytes(), 1 << 20)
-    except (OSError, ValueError):
-        return
-    entry = cache.get(key) if isinstance(cache, dict) else None
+    key, path, cache = _probe_cache(net_key, batch)
+    entry = cache.get(key)
     if not isinstance(entry, dict) or not isinstance(entry.get(entry.get("pick")), (int, float)):
         return
     probed = float(entry[entry["pick"]])
     if images_per_s <= PROBE_DISAGREES * probed:
         return
     del cache[key]
-    try:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, path)
-    except OSError:
+    if not _save_probe_cache(path, cache):
         return
     console.info(f"this run trains at {images_per_s:,.0f} images/s, faster than the cached precision probe "
                  f"measured ({probed:,.0f}, {entry['pick']}): it was probably taken on a busy machine, and the "
