@@ -80,6 +80,7 @@ def main() -> None:
     from fercli.files.checkpoint import read_meta
     from fercli.hardware import cpu_name
     from fercli.infer.evaluate import evaluate
+    from fercli.infer.model import FerModel
     from fercli.models import create
 
     data = prepared(sources, args.val_frac, 0)
@@ -96,10 +97,10 @@ def main() -> None:
     run = runs[-1]
     ckpt = run / "best.safetensors"
     meta = read_meta(ckpt)
-    test = evaluate(ckpt, str(data), "test", tta=None, device="auto")
+    model = FerModel.load(ckpt, "auto")
+    test = evaluate(model, str(data), "test")
     # PublicTest less its copies of training faces (FER2013 holds them): the same split, deduplicated.
-    dedup = evaluate(ckpt, str(prepared(sources, args.val_frac, 0, dedup=True)), "test", tta=None,
-                     device="auto")  # fmt: skip
+    dedup = evaluate(model, str(prepared(sources, args.val_frac, 0, dedup=True)), "test")
     run_args = json.loads((run / "args.json").read_text())
     with open(run / "metrics.csv") as f:
         history = list(csv.DictReader(f))

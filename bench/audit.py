@@ -60,9 +60,8 @@ def main() -> None:
 
     from fercli.data import crowd
     from fercli.data.prepared import PreparedData
-    from fercli.files.checkpoint import classes_of, load_model, model_tta
-    from fercli.hardware import cpu_name, pick_device
-    from fercli.infer.inference import predict_probs
+    from fercli.hardware import cpu_name
+    from fercli.infer.model import FerModel
 
     data_path = prepared(sources, 0.1, 0)
     ckpt = args.model
@@ -77,9 +76,9 @@ def main() -> None:
             sys.exit("fer train failed")
         train_s = round(time.perf_counter() - t0, 1)
         ckpt = project / "train" / "audit" / "best.safetensors"
-    dev = pick_device("auto", announce=False)
-    model, meta = load_model(ckpt, dev)
-    if classes_of(meta) != crowd.CLASSES:
+    model = FerModel.load(ckpt, "auto")
+    meta = model.meta
+    if model.classes != crowd.CLASSES:
         sys.exit(f"{ckpt}: audit is measured with a model of the FER2013 labels (train with --labels fer2013)")
     d = PreparedData.open(data_path)
     result: dict[str, object] = {"model": str(ckpt), "train_s": train_s, "best_valid_acc": meta["best"]["valid_acc"]}
@@ -88,8 +87,7 @@ def main() -> None:
         votes = np.asarray(d.votes[idx])
         idx, votes = idx[votes.sum(1) > 0], votes[votes.sum(1) > 0]
         labels = np.asarray(d.labels[idx])
-        norm = meta["normalize"]
-        probs = predict_probs(model, d.images[idx], norm["mean"], norm["std"], dev, tta=model_tta(meta, None)).numpy()
+        probs = model.probs(d.images[idx]).numpy()
         relabelled = votes.argmax(1) != crowd.VOTE_OF_FER2013[labels]
         result[split] = relabel_rates(probs, labels, relabelled)
     result.update({"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,

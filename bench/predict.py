@@ -25,6 +25,7 @@ from fercli.data.csvfaces import read_csv
 from fercli.files.checkpoint import save_checkpoint
 from fercli.hardware import pick_device
 from fercli.infer.inference import normalize
+from fercli.infer.model import FerModel
 from fercli.infer.predict import predict_stream
 
 from _common import fer2013_csvs
@@ -89,7 +90,7 @@ def main() -> None:
         bare = bare_loop(arch, images, a.batch, dev)
         t0 = time.perf_counter()
         out = FirstRowClock(t0)
-        n = predict_stream(ckpt, [str(csv)], out, batch=a.batch, device=a.device)
+        n = predict_stream(FerModel.load(ckpt, a.device), [str(csv)], out, batch=a.batch)
         total = time.perf_counter() - t0
         assert n == len(images) and out.getvalue().count("\n") == n + 1
         ips = n / total

@@ -27,13 +27,12 @@ def main() -> None:
     from fercli import console
     from fercli.data.prep import prepare
     from fercli.data.prepared import PreparedData
-    from fercli.data.synthetic import synthetic_faces_and_regions
     from fercli.engine.recipe import NO_AUGMENT, build_recipe
     from fercli.engine.train import RunSettings, train
-    from fercli.explain.regions import localisation, localisation_table
-    from fercli.explain.saliency import METHODS, explain
-    from fercli.files.checkpoint import load_model
+    from fercli.explain.regions import localisation_table, synthetic_localisation
+    from fercli.explain.saliency import METHODS
     from fercli.hardware import cpu_name
+    from fercli.infer.model import FerModel
 
     console.reset(quiet=True)
     base = Path(tempfile.mkdtemp(prefix="fer-regions-"))
@@ -42,13 +41,10 @@ def main() -> None:
     recipe = build_recipe("cpu", dict(arch="vgg4s", epochs=a.epochs, batch=32, lr=0.05, **NO_AUGMENT))
     run = train(recipe, RunSettings(data=str(data), device="cpu", project=str(base / "runs"), name="demo",
                                     progress=False))  # fmt: skip
-    net, meta = load_model(Path(run["run_dir"]) / "best.safetensors", "cpu")
     d = PreparedData.open(data)
     test = d.indices("test")
-    regions = synthetic_faces_and_regions(a.faces, 1)[2][d.rows[test]]
-    res = explain(net, meta, np.array(d.images[test]), np.array(d.labels[test]), list(METHODS), "pred", "cpu")
-    found = localisation(res["maps"], regions, list(METHODS))
-    blank = (np.abs(res["maps"]).reshape(len(test), len(METHODS), -1).max(2) == 0).mean(0)
+    found, maps = synthetic_localisation(FerModel.load(run["run_dir"], "cpu"), d, test, a.faces, 1)
+    blank = (np.abs(maps).reshape(len(test), len(METHODS), -1).max(2) == 0).mean(0)
     print(f"{found['faces']} test faces; best valid_acc {100 * run['best_valid_acc']:.1f}%; {cpu_name()}")
     print(localisation_table(found))
     print("blank maps: " + ", ".join(f"{m} {100 * b:.1f}%" for m, b in zip(METHODS, blank)))

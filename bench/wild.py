@@ -77,19 +77,16 @@ def main() -> None:
     from accuracy import prepared
     from fercli.data.crowd import scored_faces
     from fercli.data.prepared import PreparedData
-    from fercli.files.checkpoint import classes_of, load_model, model_tta
-    from fercli.files.runs import resolve_checkpoint
     from fercli.hardware import cpu_name
-    from fercli.infer.inference import predict_probs
+    from fercli.infer.model import FerModel
     from fercli.photos import detect
     from fercli.photos.composites import composite, matches
     from fercli.photos.crops import cut
 
     sources = [Path(args.data)] + ([Path(votes)] if os.path.exists(votes) else [])
     data = prepared(sources, 0.1, 0)
-    ckpt = resolve_checkpoint(args.model)
-    model, meta = load_model(ckpt)
-    classes, tta = classes_of(meta), model_tta(meta, None)
+    model = FerModel.load(args.model, "cpu")
+    classes = model.classes
     prepared_data = PreparedData.open(data)
     idx, truth = scored_faces(classes, prepared_data, "test")  # faces with a target, and the target
     faces = prepared_data.images[idx]
@@ -140,9 +137,8 @@ def main() -> None:
                 found_direct.append(faces[i])
 
     def acc(x: list, y: list) -> float:
-        p = predict_probs(model, torch.from_numpy(np.stack(x)), meta["normalize"]["mean"], meta["normalize"]["std"],
-                          torch.device("cpu"), 256, tta)  # fmt: skip
-        return float((p.argmax(1).numpy() == np.array(y)).mean())
+        p = model.predict(np.stack(x))
+        return float((p.argmax(1) == np.array(y)).mean())
 
     as_crops = acc(direct, direct_truth)
     found_acc = acc(cut_faces, cut_truth)

@@ -65,3 +65,22 @@ def test_the_check_catches_a_stale_figure():
     sections = ["## The cpu recipe by budget\n2026-11-28: `python bench/accuracy.py --time 5m`: 57.17%"]
     assert _evidenced("57.2", sections) and not _evidenced("61.6", sections)
     assert FIGURE.findall("5 min 57.2%, 1.37-1.86 s, 3 epochs, 90%") == ["57.2", "1.37", "90"]
+
+
+def test_the_python_pages_examples_run(tmp_path, monkeypatch, capsys):
+    """docs/python.md's ```python blocks, in order and in one namespace, in a folder holding photo.jpg."""
+    skdata = pytest.importorskip("skimage.data")
+    for module in ("cv2", "onnxruntime", "onnxscript"):
+        pytest.importorskip(module)
+    from PIL import Image
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "python.md").read_text(), re.S)
+    assert len(blocks) >= 8
+    Image.fromarray(skdata.astronaut()).save(tmp_path / "photo.jpg", quality=95)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/python.md block {i + 1}", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "('neutral', 'happiness'," in out and "2 faces must be uint8 pixels (0-255), got float32" in out
+    assert (tmp_path / "builtin.onnx").exists() and (tmp_path / "runs" / "train" / "exp" / "best.safetensors").exists()

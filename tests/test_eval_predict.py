@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import fercli
 from fercli.classes import CLASSES
 from fercli.data.prepared import PreparedData
 from fercli.engine.recipe import build_recipe
@@ -32,9 +33,9 @@ def model(synthetic_data, tmp_path_factory):
     return f"{out['run_dir']}/best.safetensors"
 
 
-def _predict(model, inputs, **kw) -> list[list[str]]:
+def _predict(model, inputs, tta=None, **kw) -> list[list[str]]:
     buf = io.StringIO()
-    predict_stream(model, [str(i) for i in inputs], buf, device="cpu", **kw)
+    predict_stream(fercli.load(model, "cpu", tta), [str(i) for i in inputs], buf, **kw)
     return [line.split(",") for line in buf.getvalue().splitlines()]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import fercli
 from fercli.data import crowd
 from fercli.data.prep import prepare
 from fercli.data.prepared import PreparedData
@@ -350,7 +351,7 @@ def test_seven_class_model_on_voted_data_reports_the_crowd(ferplus_model, traine
 
     ckpt, _, _, _ = trained_synthetic
     _, data, _ = ferplus_model
-    m = evaluate(ckpt, str(data), "test", device="cpu", force=True)
+    m = evaluate(fercli.load(ckpt, "cpu"), str(data), "test", force=True)
     assert m["labels"] == "fer2013" and len(m["classes"]) == 7 and 0 <= m["crowd"]["mean_share"] <= 1
 
 

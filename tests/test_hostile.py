@@ -380,14 +380,14 @@ def test_a_closed_pipe_ends_a_video_quietly_with_141_and_no_temporary(tiny_model
 
 
 def test_ctrl_c_is_said_in_predict(tiny_model, face, tmp_path, monkeypatch):
-    from fercli.infer import inference
+    from fercli.infer.model import FerModel
 
     src = write_csv(tmp_path / "x.csv", "pixels", [pixels_text(face)])
 
     def interrupted(*a, **k):  # Ctrl-C while the model runs
         signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(inference.Predictor, "probs", interrupted)
+    monkeypatch.setattr(FerModel, "probs", interrupted)
     code, err, _ = fer_in_process("predict", tiny_model, src)
     assert code == 130 and err.strip() == "interrupted"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fercli
 from fercli.data.leaks import face_thumbnails
 from fercli.data.prep import prepare
 from fercli.data.prepared import PreparedData
@@ -62,7 +63,7 @@ def test_the_data_sets_own_copies_are_said_the_same_way_whichever_file_is_given(
     assert copied >= 10
     said = {}
     for path in (a, b):
-        m = evaluate(model, path, "test", device="cpu")
+        m = evaluate(fercli.load(model, "cpu"), path, "test")
         assert m["trained_faces"] == {"faces": N_TEST, "copies_of_train": copied, "other_cut": 0}
         said[path] = [line for line in capsys.readouterr().err.splitlines() if "split copy training faces" in line]
     assert said[a] == said[b] and len(said[a]) == 1
@@ -72,13 +73,13 @@ def test_the_data_sets_own_copies_are_said_the_same_way_whichever_file_is_given(
 def test_another_cut_of_the_same_data_is_refused_then_scored_with_force(files, capsys):
     a, _, c, model = files
     with pytest.raises(FerError) as e:
-        evaluate(model, c, "val", device="cpu")
+        evaluate(fercli.load(model, "cpu"), c, "val")
     moved = int((~np.isin(PreparedData.open(c).indices("val"), PreparedData.open(a).indices("val"))).sum())
     assert e.value.code == USAGE and f"{moved} of " in str(e.value) and "--force" in str(e.value)
-    m = evaluate(model, c, "val", device="cpu", force=True)
+    m = evaluate(fercli.load(model, "cpu"), c, "val", force=True)
     assert m["trained_faces"]["other_cut"] == moved > 0
     # The model's own file: its val holds no face the model trained on, beyond the data's own copies.
-    assert evaluate(model, a, "val", device="cpu")["trained_faces"]["other_cut"] == 0
+    assert evaluate(fercli.load(model, "cpu"), a, "val")["trained_faces"]["other_cut"] == 0
 
 
 def test_prep_replaces_a_prepared_file_only_with_the_same_data_or_force(tmp_path, fer):

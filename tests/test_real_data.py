@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fercli
+
 from conftest import NO_REAL_DATA, SHARED
 
 FER_GZ = SHARED / "fer2013.csv.gz"
@@ -36,7 +38,7 @@ def test_cpu_recipe_learns_real_faces(tmp_path):
     r = build_recipe("cpu", {"epochs": 16})  # 750 steps of 64 faces: a small net needs ~500 to leave "all happy"
     assert r.augments  # the recipe's own augmentation is on
     out = train(r, RunSettings(data=str(small), device="cpu", project=str(tmp_path / "runs"), progress=False))
-    m = evaluate(f"{out['run_dir']}/best.safetensors", str(small), "test", device="cpu")
+    m = evaluate(fercli.load(out["run_dir"], "cpu"), str(small), "test")
     majority = np.bincount(d.labels[test]).max() / len(test)
     # 36.9% against 25.3% in a trial run; 6 points is four standard errors on 1,000 faces.
     assert m["accuracy"] >= majority + 0.06, (m["accuracy"], majority, out["history"])

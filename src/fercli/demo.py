@@ -16,6 +16,8 @@ import numpy as np
 from fercli import console
 from fercli.defaults import PROJECT
 
+LOCALISATION_PER_CLASS = 3  # test faces per class the demo scores each method on (ig's 64 steps cost ~0.3 s a face)
+
 NEXT_STEPS = """next, on the real FER2013 (see README.md):
   fer prep fer2013.csv                      # or train.csv test.csv, or the image zip
   fer train --recipe cpu                    # a CPU: the best model 19 minutes give (plain `fer train` on a GPU)
@@ -32,10 +34,10 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     from fercli.engine.train import RunSettings, train
     from fercli.explain.ascent import ascend, ascent_figure, pick_layer
     from fercli.explain.audit import audit_figure, audit_split
-    from fercli.explain.saliency import METHODS, explain, saliency_figure
-    from fercli.files.checkpoint import load_model
-    from fercli.hardware import pick_device
+    from fercli.explain.regions import synthetic_localisation
+    from fercli.explain.saliency import METHODS, explain, pick_faces, saliency_figure
     from fercli.infer.evaluate import confmat_figure, evaluate
+    from fercli.infer.model import FerModel
     from fercli.infer.predict import predict_stream
     from fercli.plots import split_source
 
@@ -49,37 +51,35 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     console.info(f"[2/7] train: vgg4s for {epochs} epochs (augmentation off: the faces already vary in pose)")
     recipe = build_recipe("cpu", dict(arch="vgg4s", epochs=epochs, batch=32, lr=0.05, **NO_AUGMENT))
     run = train(recipe, RunSettings(data=str(data), device=device, project=str(out / PROJECT), name="demo"))
-    ckpt = Path(run["run_dir"]) / "best.safetensors"
+    model = FerModel.load(Path(run["run_dir"]), device)
 
     console.info("[3/7] eval on the held-out test split")
-    m = evaluate(ckpt, str(data), "test", device=device)
+    m = evaluate(model, str(data), "test")
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     buf = io.StringIO()
-    predict_stream(ckpt, [str(data)], buf, device=device)
+    predict_stream(model, [str(data)], buf)
     (out / "predictions.csv").write_text(buf.getvalue())
 
     console.info("[4/7] confmat")
     confmat_figure(m, out / "confmat.png")
 
     console.info("[5/7] saliency: grad, smoothgrad, integrated gradients, Grad-CAM")
-    dev = pick_device(device, announce=False)
-    net, meta = load_model(ckpt, dev)
     d = PreparedData.open(data)
     test = d.indices("test")
     pick = [int(test[np.flatnonzero(d.labels[test] == c)[0]]) for c in (3, 5, 0)]  # a happy, surprised, angry face
-    res = explain(net, meta, np.array(d.images[pick]), np.array(d.labels[pick]), list(METHODS), "pred", dev)
+    res = explain(model, np.array(d.images[pick]), np.array(d.labels[pick]), list(METHODS), "pred")
     saliency_figure(np.array(d.images[pick]), np.array(d.labels[pick]), res, [f"face {i}" for i in pick],
                     out / "saliency.png", split_source("test", data))  # fmt: skip
-    found = _localisation(net, meta, d, faces, dev)
+    found = synthetic_localisation(model, d, pick_faces(d, "test", None, LOCALISATION_PER_CLASS)[0], faces, 1)[0]
     (out / "localisation.json").write_text(json.dumps(found, indent=2) + "\n")
 
     console.info("[6/7] ascent: what the last conv layer's first 8 filters respond to")
-    name, _ = pick_layer(net, "-1")
-    imgs = ascend(net, meta, name, list(range(8)), steps=80, device=dev)
+    name, _ = pick_layer(model.net, "-1")
+    imgs = ascend(model, name, list(range(8)), steps=80)
     ascent_figure(imgs, [f"filter {f}" for f in range(8)], f"layer {name}", out / "ascent.png")
 
     console.info("[7/7] audit: the training faces the model finds least believable")
-    tr, suspects = audit_split(net, meta, d, "train", 4, dev)
+    tr, suspects = audit_split(model, d, "train", 4)
     audit_figure(np.array(d.images[tr]), suspects, 4, out / "audit.png", source=split_source("train", data))
 
     from fercli.plots import training_curves
@@ -89,22 +89,6 @@ def run_demo(out: str | Path = "fer-demo", faces: int = 2800, epochs: int = 3, d
     console.info(f"\ndone: open {out / 'report.md'} (figures beside it)\n{NEXT_STEPS}")
     console.data_out(str(out / "report.md"))  # the one piece of data: where the report is, even with -q
     return m
-
-
-LOCALISATION_PER_CLASS = 3  # test faces per class the demo scores each method on (ig's 64 steps cost ~0.3 s a face)
-
-
-def _localisation(net: Any, meta: dict[str, Any], d: Any, faces: int, dev: Any) -> dict[str, Any]:
-    """Each method's share of attribution on the brows, eyes and mouth the generator drew, and its
-    pointing game, on LOCALISATION_PER_CLASS test faces of each class (explain/regions.py)."""
-    from fercli.data.synthetic import synthetic_faces_and_regions
-    from fercli.explain.regions import localisation
-    from fercli.explain.saliency import METHODS, explain, pick_faces
-
-    idx, _ = pick_faces(d, "test", None, LOCALISATION_PER_CLASS)
-    regions = synthetic_faces_and_regions(faces, 1)[2][d.rows[idx]]  # the demo's faces are prep's seed 1
-    res = explain(net, meta, np.array(d.images[idx]), np.array(d.labels[idx]), list(METHODS), "pred", dev)
-    return localisation(res["maps"], regions, list(METHODS))
 
 
 def _write_report(out: Path, run: dict[str, Any], m: dict[str, Any], found: dict[str, Any]) -> None:

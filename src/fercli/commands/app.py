@@ -10,8 +10,9 @@ from pathlib import Path
 
 import typer
 
-from fercli import __version__, console
+from fercli import console
 from fercli.defaults import PROJECT
+from fercli.version import __version__
 
 app = typer.Typer(
     name="fer",
@@ -108,22 +109,16 @@ def data_path(data: Path | None) -> str:
     return str(data)
 
 
+def loaded(model: str | Path | None, device: str, tta: bool | None = None, project: Path = Path(PROJECT)):
+    """MODEL as users type it (a checkpoint, run folder, builtin; None: the newest run's best), loaded
+    once: the FerModel every command that uses a model works with."""
+    from fercli.infer.model import FerModel
+
+    return FerModel.load(model, device, tta, project)
 
 
-def load_model_on(model: Path | None, project: Path, device: str):
-    """MODEL (default: newest run's best) on the chosen device: (network, metadata, device)."""
-    from fercli.files.checkpoint import load_model
-    from fercli.files.runs import resolve_checkpoint
-    from fercli.hardware import pick_device
-
-    dev = pick_device(device, announce=False)
-    net, meta = load_model(resolve_checkpoint(model, project), dev)
-    return net, meta, dev
-
-
-def model_and_data(model: Path | None, data: Path | None, project: Path, device: str):
-    """load_model_on plus the prepared data (default path): (network, metadata, data, device)."""
+def opened_data(data: Path | None):
+    """--data (default path) opened: the PreparedData."""
     from fercli.data.prepared import PreparedData
 
-    net, meta, dev = load_model_on(model, project, device)
-    return net, meta, PreparedData.open(data_path(data)), dev
+    return PreparedData.open(data_path(data))

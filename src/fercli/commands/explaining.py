@@ -16,8 +16,8 @@ from fercli.commands.app import (
     TTA_OPT,
     app,
     completion,
-    load_model_on,
-    model_and_data,
+    loaded,
+    opened_data,
     png_out,
 )
 
@@ -50,14 +50,12 @@ def saliency(
 
     from fercli.explain.saliency import explain, face_labels, methods_for, per_class_figure, pick_faces, saliency_figure
     from fercli.files.atomic import atomic_path
-    from fercli.files.checkpoint import classes_of
 
     methods = methods_for(method)
-    net, meta, d, dev = model_and_data(model, data, project, device)
-    classes = classes_of(meta)
-    idx, captions = pick_faces(d, split, index, per_class, classes)
-    images, labels = np.array(d.images[idx]), face_labels(classes, d, idx)
-    res = explain(net, meta, images, labels, methods, target, dev)
+    m, d = loaded(model, device, project=project), opened_data(data)
+    idx, captions = pick_faces(d, split, index, per_class, m.classes)
+    images, labels = np.array(d.images[idx]), face_labels(m.classes, d, idx)
+    res = explain(m, images, labels, methods, target)
     from fercli.plots import split_source
 
     source = split_source(split, d.path)
@@ -92,25 +90,22 @@ def ascent(
     """Gradient-ascent images: what excites each filter of a layer (or each class)."""
     from fercli.explain.ascent import ascend, ascent_figure, class_labels, conv_layers, parse_filters, pick_layer
 
-    net, meta, dev = load_model_on(model, project, device)
+    m = loaded(model, device, project=project)
     if layer == "list":
-        for name, conv in conv_layers(net).items():
+        for name, conv in conv_layers(m.net).items():
             console.data_out(f"{name},{conv.out_channels}")  # module names: identifiers and dots
         return
     if class_vis:
-        from fercli.files.checkpoint import classes_of
-
-        classes = classes_of(meta)
-        name, chosen = None, parse_filters(filters or f"0:{len(classes)}", len(classes))
-        labels, title = class_labels(chosen, classes), "class visualisation"
+        name, chosen = None, parse_filters(filters or f"0:{len(m.classes)}", len(m.classes))
+        labels, title = class_labels(chosen, m.classes), "class visualisation"
     else:
-        name, conv = pick_layer(net, layer)
+        name, conv = pick_layer(m.net, layer)
         chosen = parse_filters(filters or "0:16", conv.out_channels)
         labels, title = [f"filter {f}" for f in chosen], f"layer {name}"
     from fercli.progress import StepBar
 
     with StepBar(steps, "ascent") as bar:
-        imgs = ascend(net, meta, name, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, dev, bar.advance)
+        imgs = ascend(m, name, chosen, steps, lr, jitter, tv, blur_every, class_vis, seed, bar.advance)
     ascent_figure(imgs, labels, title, out)
     console.info(f"wrote {out}")
 
@@ -132,13 +127,12 @@ def audit(
     from fercli.data.crowd import VOTE_COLUMNS
     from fercli.errors import USAGE, FerError
     from fercli.explain.audit import audit_figure, audit_split, crowd_view
-    from fercli.files.checkpoint import classes_of
 
     if top < 1:
         raise FerError("--top must be at least 1", USAGE)
-    net, meta, d, dev = model_and_data(model, data, project, device)
-    classes = classes_of(meta)
-    idx, rows = audit_split(net, meta, d, split, top, dev, tta)
+    m, d = loaded(model, device, tta, project), opened_data(data)
+    classes = m.classes
+    idx, rows = audit_split(m, d, split, top)
     from fercli.plots import split_source
 
     audit_figure(np.array(d.images[idx]), rows, top, out, classes, split_source(split, d.path))

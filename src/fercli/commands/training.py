@@ -69,28 +69,16 @@ def train(
     """Train a network on a prepared data file; writes a run folder with checkpoints, metrics and curves.
 
     Several GPUs or machines: torchrun --nproc_per_node N -m fercli train ... (see docs/commands/train.md)."""
-    from fercli.engine.pace import parse_duration
-    from fercli.engine.recipe import NO_AUGMENT, build_recipe
+    from fercli.engine.recipe import recipe_for
     from fercli.engine.train import RunSettings
     from fercli.engine.train import train as run_training
-    from fercli.errors import USAGE, FerError
 
-    if time_budget is not None and epochs is not None:
-        raise FerError("give --time or --epochs, not both (--time fixes the step count from the measured speed)",
-                       USAGE)  # fmt: skip
-    overrides = dict(
+    options = dict(
         arch=arch, width=width, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, labels=labels,
-        time=parse_duration(time_budget) if time_budget is not None else None,
+        time=time_budget, augment=augment,
     )  # fmt: skip
-    if augment is False:
-        overrides.update(NO_AUGMENT)
-    if resume is not None and any(v is not None for v in overrides.values()):
-        console.warn("--resume continues the run's own recipe; the recipe options given are ignored")
-    r = build_recipe(recipe, overrides)
-    from fercli.models import spec
-
-    spec(r.arch)  # an unknown network fails before any data is read
+    r = recipe_for(recipe, options, resume)
     if arch is None and resume is None:
         console.info(f"using --arch {r.arch} " + ("(default)" if recipe == "default" else f"(from --recipe {recipe})"))
     settings = RunSettings(

@@ -20,6 +20,7 @@ from fercli.commands.app import (
     app,
     completion,
     data_path,
+    loaded,
     png_out,
 )
 from fercli.defaults import PREDICT_BATCH
@@ -42,10 +43,9 @@ def eval_cmd(
     """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
     import json
 
-    from fercli.files.runs import resolve_checkpoint
     from fercli.infer.evaluate import evaluate, metrics_table
 
-    m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force, classes)
+    m = evaluate(loaded(model, device, tta, project), data_path(data), split, force, classes)
     console.show(metrics_table(m))
     if json_out:
         console.data_out(json.dumps(m))
@@ -69,22 +69,20 @@ def predict(
 ) -> None:
     """Predict emotions; CSV `id,emotion` on stdout (and nothing else there); for images, one row per face:
     `id,face,x,y,w,h,emotion`."""
-    from fercli.files.runs import resolve_checkpoint
     from fercli.infer.predict import predict_stream
 
-    ckpt = resolve_checkpoint(model)
-    kw = dict(tta=tta, probs=probs, names=names, batch=batch, device=device, skip_bad=skip_bad, faces=faces,
-              classes=classes)  # fmt: skip
+    m = loaded(model, device, tta)
+    kw = dict(probs=probs, names=names, batch=batch, skip_bad=skip_bad, faces=faces, classes=classes)
     if out is None:
-        n = predict_stream(ckpt, inputs, sys.stdout, **kw)
+        n = predict_stream(m, inputs, sys.stdout, **kw)
     else:
         from fercli.files.atomic import atomic_path
         from fercli.files.safepaths import note_input
 
-        for path in (ckpt, *inputs):  # so that `-o` onto any of them is refused before any work
+        for path in (m.path, *inputs):  # so that `-o` onto any of them is refused before any work
             note_input(path)
         with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
-            n = predict_stream(ckpt, inputs, f, **kw)
+            n = predict_stream(m, inputs, f, **kw)
     console.info(f"predicted {console.plural(n, 'face')}" + (f" into {out}" if out else ""))
 
 
@@ -109,10 +107,10 @@ def annotate(
     from fercli.infer.annotate import annotate as run_annotate
     from fercli.infer.annotate import model_first
 
-    inputs, model = model_first(inputs, model)
-    kw = dict(faces=faces, every=every, probs=probs, names=names, tta=tta, skip_bad=skip_bad, device=device)
+    inputs, ref = model_first(inputs, model)
+    kw = dict(faces=faces, every=every, probs=probs, names=names, skip_bad=skip_bad)
     if csv_out is None:
-        run_annotate(inputs, out_dir, str(model), out=sys.stdout, **kw)
+        run_annotate(inputs, out_dir, loaded(ref, device, tta), out=sys.stdout, **kw)
         return
     from fercli.files.atomic import atomic_path
     from fercli.files.safepaths import note_input
@@ -120,7 +118,7 @@ def annotate(
     for path in inputs:  # so that `--csv` onto any of them is refused before any work
         note_input(path)
     with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as f:
-        run_annotate(inputs, out_dir, str(model), out=f, **kw)
+        run_annotate(inputs, out_dir, loaded(ref, device, tta), out=f, **kw)
     console.info(f"wrote {csv_out}")
 
 
@@ -140,10 +138,9 @@ def confmat(
     project: Path = PROJECT_OPT,
 ) -> None:
     """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
-    from fercli.files.runs import resolve_checkpoint
     from fercli.infer.evaluate import confmat_figure, evaluate
 
-    m = evaluate(resolve_checkpoint(model, project), data_path(data), split, tta, device, force)
+    m = evaluate(loaded(model, device, tta, project), data_path(data), split, force)
     confmat_figure(m, out, normalize_only=normalize)
     if csv_out:
         from fercli.csvrows import line
@@ -152,3 +149,23 @@ def confmat(
         for c, counts in zip(m["classes"], m["confusion"]):
             console.data_out(line([c, *counts]))
     console.info(f"accuracy {100 * m['accuracy']:.2f}% on {m['split']}; wrote {out}")
+
+
+@app.command()
+def export(
+    model: Path | None = typer.Argument(
+        None, help="Checkpoint, run folder or builtin (default: the newest run's best.safetensors)."
+    ),
+    out: Path = typer.Option(Path("model.onnx"), "--out", "-o", help="ONNX file to write."),
+    classes: str = CLASSES_OPT,
+    tta: bool | None = TTA_OPT,
+    project: Path = PROJECT_OPT,
+) -> None:
+    """Write the model as one ONNX file: uint8 faces [N,48,48] in, probabilities out, the normalisation
+    and flip-averaging inside, class names in its metadata; checked with onnxruntime. Needs fercli[onnx]."""
+    from fercli.files.safepaths import note_input
+
+    m = loaded(model, "cpu", tta, project)  # exported from the CPU: the graph does not depend on a GPU
+    note_input(m.path)
+    m.export(out, classes)
+    console.info(f"wrote {out}: {m.arch}, {len(m.class_set(classes)[0])} classes, input faces uint8 [N,48,48]")

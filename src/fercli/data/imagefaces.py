@@ -82,7 +82,7 @@ HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
-def _converted(img: Image.Image, mode: str) -> Image.Image:
+def converted(img: Image.Image, mode: str) -> Image.Image:
     """`img` in 8-bit `mode` ("L" or "RGB") with its contrast kept: 16- and 32-bit images are rescaled
     (Pillow's own conversion clips them at 255: a 16-bit face would come out white), and transparent
     pixels are laid on white, as a viewer shows them. Palette and CMYK images convert as Pillow does."""
@@ -117,7 +117,7 @@ def _opened(data: bytes, where: str, draft_side: int | None,
             turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: sides swap
             if img.format == "JPEG" and draft_side is not None:
                 img.draft(mode, (draft_side, draft_side))  # DCT-domain downscale: much faster on big JPEGs
-            yield _converted(ImageOps.exif_transpose(img), mode), ((h, w) if turned else (w, h))
+            yield converted(ImageOps.exif_transpose(img), mode), ((h, w) if turned else (w, h))
     except FerError:
         raise
     except Image.DecompressionBombError as e:  # PIL's own guard fires at open for the largest ones

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from fercli import __version__
 from fercli.classes import CLASSES, IMAGE_SIZE, SPLITS
 from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
 from fercli.files.safefile import memmap_tensor, read_meta_json
+from fercli.version import __version__
 
 DEFAULT_DATA = "fer-data.safetensors"
 META_KEY = "fercli-data"

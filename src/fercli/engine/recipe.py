@@ -182,3 +182,32 @@ def lr_at(r: Recipe, step: int, total_steps: int) -> float:
         return r.lr * (0.04 + 0.96 * step / warm)  # one-cycle starts at peak/25
     progress = (step - warm) / max(1, total_steps - warm)
     return r.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def recipe_for(preset: str, options: dict[str, Any], resume: str | None = None) -> Recipe:
+    """The recipe `fer train` and `fercli.train` run: `preset` (a name or a .json file) with the options
+    given on top. Options are Recipe fields (None: not given), with `time` as a duration ('20m', or
+    seconds) and `augment` False for no augmentation. With `resume` the run's own recipe is used (set_up);
+    options given then are named in a warning."""
+    from fercli import console
+    from fercli.engine.pace import parse_duration
+
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(Recipe)} - {"augment"})
+    if unknown:
+        raise FerError(f"unknown recipe option {unknown[0]} (the options are Recipe's fields: "
+                       f"{', '.join(f.name for f in fields(Recipe))}, and augment)", USAGE)  # fmt: skip
+    if "time" in given and "epochs" in given:
+        raise FerError("give --time or --epochs, not both (--time fixes the step count from the measured speed)",
+                       USAGE)  # fmt: skip
+    if isinstance(given.get("time"), str):
+        given["time"] = parse_duration(given["time"])
+    if given.pop("augment", True) is False:
+        given.update(NO_AUGMENT)
+    if resume is not None and given:
+        console.warn("--resume continues the run's own recipe; the recipe options given are ignored")
+    r = build_recipe(preset, given)
+    from fercli.models import spec
+
+    spec(r.arch)  # an unknown network fails before any data is read
+    return r

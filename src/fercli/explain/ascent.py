@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from fercli.classes import IMAGE_SIZE
 from fercli.defaults import ASCENT_BLUR_EVERY, ASCENT_JITTER, ASCENT_LR, ASCENT_STEPS, ASCENT_TV
 from fercli.errors import USAGE, FerError
 from fercli.hardware import fp32_inference
+
+if TYPE_CHECKING:
+    from fercli.infer.model import FerModel
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -70,18 +73,16 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 
 @fp32_inference()
 def ascend(
-    model: nn.Module, meta: dict[str, Any], layer: str | None, filters: list[int], steps: int = ASCENT_STEPS,
-    lr: float = ASCENT_LR, jitter: int = ASCENT_JITTER, tv: float = ASCENT_TV, blur_every: int = ASCENT_BLUR_EVERY,
-    class_vis: bool = False,
-    seed: int = 0, device: torch.device | str = "cpu", on_step: Callable[[int], None] | None = None,
+    loaded: FerModel, layer: str | None, filters: list[int], steps: int = ASCENT_STEPS, lr: float = ASCENT_LR,
+    jitter: int = ASCENT_JITTER, tv: float = ASCENT_TV, blur_every: int = ASCENT_BLUR_EVERY, class_vis: bool = False,
+    seed: int = 0, on_step: Callable[[int], None] | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Images [F,48,48] in [0,1] (float32), one per filter (or class), each the iterate that excited its
     own unit most (the starting noise counts: with steps=0 it is returned)."""
-    dev = torch.device(device)
-    model = model.to(dev).eval()
+    dev, model = loaded.device, loaded.net.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    mean, std = loaded.mean_std
     lo, hi = (0 - mean) / std, (1 - mean) / std
     g = torch.Generator(device=dev).manual_seed(seed)
     n = len(filters)

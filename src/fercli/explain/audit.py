@@ -8,12 +8,14 @@ that the face is mislabelled (bench/audit.py measures how often)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fercli.classes import CLASSES
-from fercli.files.checkpoint import model_tta
+
+if TYPE_CHECKING:
+    from fercli.infer.model import FerModel
 
 
 def suspicion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -35,25 +37,19 @@ def find_suspects(probs: np.ndarray, labels: np.ndarray, top: int) -> list[dict[
     return rows
 
 
-def audit_split(
-    model: Any, meta: dict[str, Any], data: Any, split: str, top: int, device: Any, tta: bool | None = None
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def audit_split(model: FerModel, data: Any, split: str, top: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Suspects of one split of a PreparedData: (the split's labeled indices into the file, suspect rows,
     whose "i" indexes those indices)."""
     from fercli.data.crowd import scored_faces
     from fercli.errors import USAGE, FerError
-    from fercli.files.checkpoint import classes_of
-    from fercli.infer.inference import predict_probs
 
-    idx, given = scored_faces(classes_of(meta), data, split)
+    idx, given = scored_faces(model.classes, data, split)
     if not len(idx):
         raise FerError(f"the {split} split has no labeled faces", USAGE)
     from fercli.progress import StepBar
 
-    norm = meta["normalize"]
     with StepBar(len(idx), f"audit {split}") as bar:
-        probs = predict_probs(model, data.images[idx], norm["mean"], norm["std"], device, tta=model_tta(meta, tta),
-                              on_batch=bar.advance).numpy()  # fmt: skip
+        probs = model.probs(data.images[idx], on_batch=bar.advance).numpy()
     return idx, find_suspects(probs, given, top)
 
 

@@ -11,9 +11,12 @@ generator knows where each face's evidence lies (about 12% of the image). Two sc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fercli.infer.model import FerModel
 
 
 def localisation(maps: np.ndarray, regions: np.ndarray, methods: list[str]) -> dict[str, Any]:
@@ -40,3 +43,15 @@ def localisation_table(scores: dict[str, Any]) -> str:
     lines.append(f"| (a map spread evenly, or pointing at random) | {100 * scores['chance']:.1f}% | "
                  f"{100 * scores['chance']:.1f}% |")  # fmt: skip
     return "\n".join(lines)
+
+
+def synthetic_localisation(model: FerModel, data: Any, idx: np.ndarray, faces: int,
+                           seed: int) -> tuple[dict[str, Any], np.ndarray]:  # fmt: skip
+    """(localisation of every saliency method, the maps [B,M,48,48]) on faces `idx` of a PreparedData made
+    by `fer prep --synthetic faces --seed seed` (whose rows say which generated face each one is)."""
+    from fercli.data.synthetic import synthetic_faces_and_regions
+    from fercli.explain.saliency import METHODS, explain
+
+    regions = synthetic_faces_and_regions(faces, seed)[2][data.rows[idx]]
+    res = explain(model, np.array(data.images[idx]), np.array(data.labels[idx]), list(METHODS), "pred")
+    return localisation(res["maps"], regions, list(METHODS)), res["maps"]

@@ -13,7 +13,7 @@ All methods take normalised faces x [B,1,48,48] and target classes [B] and retur
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from fercli.classes import CLASSES, IMAGE_SIZE
 from fercli.data.prepared import PreparedData
 from fercli.errors import USAGE, FerError
 from fercli.hardware import fp32_inference
+
+if TYPE_CHECKING:
+    from fercli.infer.model import FerModel
 
 METHODS = ("grad", "smoothgrad", "ig", "gradcam")
 
@@ -174,19 +177,12 @@ def parse_target(target: str, classes: tuple[str, ...] = CLASSES) -> str | int:
 
 @fp32_inference()  # the maps, like predictions, must not depend on the GPU's TF32 setting
 def explain(
-    model: nn.Module, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray, methods: list[str],
-    target: str = "pred", device: torch.device | str = "cpu",
+    loaded: FerModel, images: np.ndarray, labels: np.ndarray, methods: list[str], target: str = "pred",
 ) -> dict[str, Any]:  # fmt: skip
     """Maps for faces uint8 [B,48,48]: {"maps": [B,M,48,48], "pred", "prob", "target", ...} as numpy;
     `labels` are in the model's class set (face_labels)."""
-    from fercli.files.checkpoint import classes_of
-    from fercli.infer.inference import normalize
-
-    classes = classes_of(meta)
-    dev = torch.device(device)
-    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
-    model = model.to(dev).eval()
-    x = normalize(torch.from_numpy(np.array(images)).to(dev), mean, std)
+    classes, dev, model = loaded.classes, loaded.device, loaded.net.eval()
+    x = loaded.inputs(images)
     with torch.no_grad():
         probs = model(x).float().softmax(1)
     pred = probs.argmax(1)
@@ -199,7 +195,7 @@ def explain(
         tgt = torch.from_numpy(np.asarray(labels)).to(dev)
     else:
         tgt = torch.full_like(pred, int(t))
-    baseline = normalize(torch.zeros_like(torch.from_numpy(np.array(images))).to(dev), mean, std)
+    baseline = loaded.inputs(np.zeros_like(images))
     maps = torch.stack([saliency(model, x, tgt, m, baseline) for m in methods], 1)  # [B,M,48,48]
     return {
         "maps": maps.cpu().numpy(), "methods": methods, "pred": pred.cpu().numpy(),

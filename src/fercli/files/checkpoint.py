@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercli import __version__
 from fercli.classes import IMAGE_SIZE
 from fercli.errors import BAD_INPUT, FerError
 from fercli.files.atomic import atomic_path
 from fercli.files.safefile import read_meta_json
+from fercli.version import __version__
 
 META_KEY = "fercli-model"
 RESUME = "resume."
@@ -103,11 +103,6 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
         raise FerError(f"{path}: checkpoint normalisation must have mean in [0, 1] and std in [{MIN_STD}, 1]")
     if meta.get("image_size") != IMAGE_SIZE:
         raise FerError(f"{path}: checkpoint image size is not {IMAGE_SIZE}")
-
-
-def classes_of(meta: dict[str, Any]) -> tuple[str, ...]:
-    """The class names a checkpoint predicts, in logit order (validated by read_meta)."""
-    return tuple(meta["classes"])
 
 
 def model_tta(meta: dict[str, Any], tta: bool | None) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -21,6 +21,9 @@ from fercli.data.imagefaces import VIDEO_EXTENSIONS, ImageFaces, is_video
 from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
 from fercli.photos.detect import Box
+
+if TYPE_CHECKING:
+    from fercli.infer.model import Face, FerModel
 
 BARS = 3  # classes with a bar under each face's label
 RowWriter = Callable[[list[str], np.ndarray], str]  # (row prefixes, probabilities [n,classes]) -> CSV lines
@@ -68,26 +71,6 @@ def draw_faces(img: Image.Image, faces: list[tuple[Box, np.ndarray]], classes: t
                 draw.rectangle([bx0, y + 2, bx0 + int((bx1 - bx0) * float(p[k])), y + step - 4], fill=fill)
                 draw.rectangle([bx0, y + 2, bx1, y + step - 4], outline="black", width=1)
             y += step
-
-
-class Annotator:
-    """A model and detector, shared by every input of one `fer annotate`."""
-
-    def __init__(self, model_path: str | os.PathLike, device: str, tta: bool | None, mode: str) -> None:
-        from fercli.infer.inference import Predictor
-        from fercli.photos.crops import check_mode
-        from fercli.photos.detect import FaceDetector
-
-        self.mode = check_mode(mode)
-        self.predictor = Predictor.load(model_path, device, tta)
-        self.classes = self.predictor.classes
-        self.detector = FaceDetector()
-
-    def probs(self, crops: list[np.ndarray]) -> np.ndarray:
-        """float32 [n,classes] for n uint8 faces [48,48] (n may be 0: a photo without faces)."""
-        if not crops:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self.predictor.probs(np.stack(crops), 256).numpy()
 
 
 class _CsvOut:
@@ -145,18 +128,18 @@ def plan_images(inputs: list[str], out_dir: Path, skip_bad: bool) -> list[tuple[
     return plans
 
 
-def annotate_images(ann: Annotator, images: ImageFaces, dests: dict[str, Path], out: _CsvOut, rows: RowWriter,
-                    skip_bad: bool, written: set[Path]) -> int:  # fmt: skip
+def annotate_images(model: FerModel, mode: str, images: ImageFaces, dests: dict[str, Path], out: _CsvOut,
+                    rows: RowWriter, skip_bad: bool, written: set[Path]) -> int:  # fmt: skip
     """Annotate every image of one planned input (plan_images) in the input's layout (JPEG stays JPEG,
     anything else becomes PNG); write their CSV rows to `out`; return the face count."""
     from fercli.data.imagefaces import decode_rgb
     from fercli.photos.crops import faces_of_images, row_prefix
 
     count = 0
-    for name, entry, data, found in faces_of_images(images, ann.mode, ann.detector, skip_bad):
+    for name, entry, data, found in faces_of_images(images, mode, model.detector, skip_bad):
         rgb = decode_rgb(data, name)
-        p = ann.probs([f.crop for f in found])
-        draw_faces(rgb, [(f.box, q) for f, q in zip(found, p)], ann.classes)
+        read = model.label(found)
+        draw_faces(rgb, [(f.box, f.vector()) for f in read], model.classes)
         jpeg = data[:3] == b"\xff\xd8\xff"
         dest = dests[entry.path].with_suffix(".jpg" if jpeg else ".png")
         if dest in written:
@@ -164,76 +147,68 @@ def annotate_images(ann: Annotator, images: ImageFaces, dests: dict[str, Path], 
         written.add(dest)
         with atomic_path(dest) as tmp:
             rgb.save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 92} if jpeg else {}))
-        out.write(rows([row_prefix(name, f) for f in found], p))
+        out.write(rows([row_prefix(name, f) for f in found], _matrix(read, model.classes)))
         count += len(found)
     return count
 
 
-def annotate_video(ann: Annotator, path: str, out_dir: Path, out: _CsvOut, rows: RowWriter, every: int) -> int:
+def _matrix(faces: list[Face], classes: tuple[str, ...]) -> np.ndarray:
+    """float32 [n,classes] of n faces' probabilities (n may be 0: a photo without faces)."""
+    return np.stack([f.vector() for f in faces]) if faces else np.zeros((0, len(classes)), np.float32)
+
+
+def annotate_video(model: FerModel, path: str, out_dir: Path, out: _CsvOut, rows: RowWriter, every: int) -> int:
     """An annotated copy of one video (same container, codec per VIDEO_EXTENSIONS) in out_dir, and rows
     `frame,time_s,face,x,y,w,h,...` for every face of every `every`-th frame; boxes stay drawn until the
     next searched frame. Ctrl-C leaves no partial file (the copy is written under a temporary name)."""
-    from fercli.photos.crops import cut
-    from fercli.photos.detect import _cv2
+    from fercli.photos.detect import opencv
+    from fercli.photos.video import opened_video
     from fercli.progress import StepBar
 
-    cv2 = _cv2()
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise FerError(f"{path}: cannot read this video (not a video, corrupt, or a codec OpenCV lacks)")
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        ok, frame = cap.read()
-        if not ok:
-            raise FerError(f"{path}: no frame could be decoded")
-        h, w = frame.shape[:2]
+    cv2 = opencv()
+    with opened_video(path) as video:
         suffix = Path(path).suffix.lower()
         dest = video_dest(path, out_dir)
         count, index, shown = 0, 0, []
-        with atomic_path(dest, keep_suffix=True) as tmp, StepBar(total or 1, "frames", "frames") as bar:
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_EXTENSIONS[suffix]), fps, (w, h))
+        with atomic_path(dest, keep_suffix=True) as tmp, StepBar(video.count or 1, "frames", "frames") as bar:
+            size = (video.width, video.height)
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_EXTENSIONS[suffix]), video.fps, size)
             if not writer.isOpened():
                 raise FerError(f"{dest}: OpenCV cannot write this video format")
             try:
-                while ok:
+                for index, frame in enumerate(video.frames()):
                     if index % every == 0:
-                        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                        boxes = ann.detector(gray)
-                        p = ann.probs([cut(gray, b) for b in boxes])
-                        shown = list(zip(boxes, p))
-                        lead = f"{index},{index / fps:.3f}"
-                        prefixes = [f"{lead},{k},{b.x},{b.y},{b.w},{b.h}" for k, b in enumerate(boxes)]
-                        out.write(rows(prefixes, p))
-                        count += len(boxes)
+                        found = model.faces(frame, "detect", "bgr")
+                        shown = [(f.box, f.vector()) for f in found]
+                        lead = f"{index},{index / video.fps:.3f}"
+                        prefixes = [f"{lead},{k},{f.box.x},{f.box.y},{f.box.w},{f.box.h}" for k, f in enumerate(found)]
+                        out.write(rows(prefixes, _matrix(found, model.classes)))
+                        count += len(found)
                     if shown:
                         rgb = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                        draw_faces(rgb, shown, ann.classes)
+                        draw_faces(rgb, shown, model.classes)
                         frame = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
                     writer.write(frame)
                     bar.advance()
-                    index += 1
-                    ok, frame = cap.read()
             finally:
                 writer.release()
-        console.info(f"{path}: {plural(index, 'frame')}, {plural(count, 'face')} in frames every {every}; "
+        frames = index + 1
+        console.info(f"{path}: {plural(frames, 'frame')}, {plural(count, 'face')} in frames every {every}; "
                      f"wrote {dest}")  # fmt: skip
         return count
-    finally:
-        cap.release()
 
 
-def annotate(inputs: list[str], out_dir: Path, model_ref: str, *, faces: str = "auto", every: int = 1,
-             probs: bool = False, names: bool = False, tta: bool | None = None, skip_bad: bool = False,
-             device: str = "auto", out: TextIO) -> int:  # fmt: skip
+def annotate(inputs: list[str], out_dir: Path, model: FerModel, *, faces: str = "auto", every: int = 1,
+             probs: bool = False, names: bool = False, skip_bad: bool = False, out: TextIO) -> int:  # fmt: skip
     """`fer annotate`: images (files, folders, zips) or one video, into out_dir; the CSV to `out`."""
     from fercli.csvrows import row
     from fercli.data.imagefaces import is_image_source
     from fercli.errors import NOT_FOUND
-    from fercli.files.runs import resolve_checkpoint
     from fercli.files.safepaths import note_input
     from fercli.infer.predict import format_rows, probs_header
+    from fercli.photos.crops import check_mode
 
+    check_mode(faces)
     if every < 1:
         raise FerError("--every must be at least 1", USAGE)
     for path in inputs:
@@ -250,18 +225,18 @@ def annotate(inputs: list[str], out_dir: Path, model_ref: str, *, faces: str = "
         video_dest(videos[0], out_dir)
     else:
         plans = plan_images(inputs, out_dir, skip_bad)
-    ann = Annotator(resolve_checkpoint(model_ref), device, tta, faces)
 
     def rows(prefixes: list[str], p: np.ndarray) -> str:
-        return format_rows(prefixes, p, ann.classes if names else None, probs)
+        return format_rows(prefixes, p, model.classes if names else None, probs)
 
     lead = ["frame", "time_s", "face", "x", "y", "w", "h"] if videos else ["id", "face", "x", "y", "w", "h"]
-    csv_out = _CsvOut(out, row([*lead, "emotion", *probs_header(ann.classes, probs)]))
+    csv_out = _CsvOut(out, row([*lead, "emotion", *probs_header(model.classes, probs)]))
     if videos:
-        n = annotate_video(ann, videos[0], out_dir, csv_out, rows, every)
+        n = annotate_video(model, videos[0], out_dir, csv_out, rows, every)
     else:
         written: set[Path] = set()
-        n = sum(annotate_images(ann, images, dests, csv_out, rows, skip_bad, written) for images, dests in plans)
+        n = sum(annotate_images(model, faces, images, dests, csv_out, rows, skip_bad, written)
+                for images, dests in plans)
         console.info(f"annotated {plural(n, 'face')} in {plural(len(written), 'image')} into {out_dir}")
     csv_out.close()
     return n

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fercli.classes import CLASSES
 from fercli.errors import FerError
+
+if TYPE_CHECKING:
+    from fercli.infer.model import FerModel
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int = len(CLASSES)) -> np.ndarray:
@@ -39,16 +42,9 @@ def metrics_from_confusion(cm: np.ndarray, classes: tuple[str, ...] = CLASSES) -
     }
 
 
-def evaluate(
-    model_path: str | os.PathLike,
-    data_path: str,
-    split: str = "val",
-    tta: bool | None = None,
-    device: str = "auto",
-    force: bool = False,
-    classes: str = "model",
-) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision/recall/F1/support of a checkpoint on one split.
+def evaluate(model: FerModel, data_path: str, split: str = "val", force: bool = False,
+             classes: str = "model") -> dict[str, Any]:  # fmt: skip
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support of a loaded model on one split.
 
     A model of FER2013's classes is scored against the FER2013 labels; one of FER+'s against the crowd's
     majority, on the faces that have a clear one (as the FER+ paper reports). When the data has votes,
@@ -57,30 +53,26 @@ def evaluate(
     from fercli.data import crowd
     from fercli.data.leaks import check_split
     from fercli.data.prepared import PreparedData
-    from fercli.infer.inference import Predictor
 
     data = PreparedData.open(data_path)
-    predictor = Predictor.load(model_path, device, tta)
-    meta, tta = predictor.meta, predictor.tta
-    classes, fold = crowd.class_set(predictor.classes, classes)
-    idx, truth = crowd.scored_faces(classes, data, split)
+    names = model.class_set(classes)[0]
+    idx, truth = crowd.scored_faces(names, data, split)
     if not len(idx):
-        what = "labeled faces" if classes == CLASSES else "faces with a clear FER+ majority"
+        what = "labeled faces" if names == CLASSES else "faces with a clear FER+ majority"
         raise FerError(f"{data_path}: the {split} split has no {what} to evaluate on")
-    seen = check_split(model_path, meta, data, idx, split, force)
-    probs = predictor.probs(data.images[idx]).numpy()
-    probs = probs if fold is None else probs @ fold
+    seen = check_split(model.path, model.meta, data, idx, split, force)
+    probs = model.predict(data.images[idx], classes)
     pred = probs.argmax(1)
-    out = metrics_from_confusion(confusion(truth, pred, len(classes)), classes)
-    out.update({"model": str(model_path), "data": str(data_path), "split": split, "tta": tta,
-                "labels": "fer2013" if classes == CLASSES else "ferplus-majority"})  # fmt: skip
+    out = metrics_from_confusion(confusion(truth, pred, len(names)), names)
+    out.update({"model": str(model.path), "data": str(data_path), "split": split, "tta": model.tta,
+                "labels": "fer2013" if names == CLASSES else "ferplus-majority"})  # fmt: skip
     if seen is not None:
         out["trained_faces"] = seen.as_json()
     if data.votes is not None:
         votes = np.asarray(data.votes[idx])
         voted = votes.sum(1) > 0
         if voted.any():
-            share = crowd.crowd_share(votes[voted], crowd.vote_columns(classes)[pred[voted]])
+            share = crowd.crowd_share(votes[voted], crowd.vote_columns(names)[pred[voted]])
             out["crowd"] = {"mean_share": float(share.mean()), "faces": int(voted.sum())}
     return out
 

@@ -1,17 +1,13 @@
-"""Forward passes shared by training's validation, eval, predict and the explanations."""
+"""The forward pass shared by training's validation and every use of a loaded model (infer/model.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fercli.files.checkpoint import classes_of, load_model, model_tta
 from fercli.hardware import fp32_inference
 
 
@@ -50,32 +46,3 @@ def model_classes(model: nn.Module) -> int:
     """How many classes a network predicts: the size of its last Linear layer's output."""
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return last[-1].out_features if last else 0
-
-
-@dataclass
-class Predictor:
-    """A checkpoint loaded for inference: the network on its device, with the normalisation, flip-averaging
-    and class names its metadata gives. What eval, predict and annotate share."""
-
-    model: nn.Module
-    meta: dict[str, Any]
-    device: torch.device
-    tta: bool
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", tta: bool | None = None) -> Predictor:
-        """`tta` None: as the checkpoint's training validated (checkpoint.model_tta)."""
-        from fercli.hardware import pick_device
-
-        dev = pick_device(device, announce=False)
-        model, meta = load_model(path, dev)
-        return cls(model, meta, dev, model_tta(meta, tta))
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return classes_of(self.meta)
-
-    def probs(self, faces: np.ndarray | torch.Tensor, batch: int = 512) -> torch.Tensor:
-        """Class probabilities [N,classes] (on the CPU) for uint8 faces [N,48,48]."""
-        norm = self.meta["normalize"]
-        return predict_probs(self.model, faces, norm["mean"], norm["std"], self.device, batch, self.tta)

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from fercli import console
 from fercli.csvrows import field, row
-from fercli.data.crowd import FERPLUS_CLASSES, class_set
+from fercli.data.crowd import FERPLUS_CLASSES
 from fercli.defaults import PREDICT_BATCH
 from fercli.errors import NOT_FOUND, USAGE, FerError
+
+if TYPE_CHECKING:
+    from fercli.infer.model import FerModel
 
 
 def _faces(
@@ -103,15 +106,13 @@ def format_rows(prefixes: list[str], probs: np.ndarray, names: tuple[str, ...] |
 
 
 def predict_stream(
-    model_path: str | os.PathLike,
+    model: FerModel,
     inputs: list[str],
     out: TextIO,
     *,
-    tta: bool | None = None,
     probs: bool = False,
     names: bool = False,
     batch: int = PREDICT_BATCH,
-    device: str = "auto",
     skip_bad: bool = False,
     faces: str = "auto",
     classes: str = "model",
@@ -120,7 +121,6 @@ def predict_stream(
     emotion,...` when an input is images and `faces` is not whole); return the count. `classes` fer2013
     maps a FER+ model's probabilities onto FER2013's classes (crowd.class_set)."""
     from fercli.data.imagefaces import is_image_source
-    from fercli.infer.inference import Predictor
     from fercli.photos.crops import WHOLE, check_mode
 
     if batch < 1:
@@ -139,22 +139,16 @@ def predict_stream(
         if os.path.abspath(path) in seen:
             raise FerError(f"{path} is given twice (its ids would repeat)", USAGE)
         seen.add(os.path.abspath(path))
-    predictor = Predictor.load(model_path, device, tta)
-    written, fold = class_set(predictor.classes, classes)
+    written, _ = model.class_set(classes)
     photos = faces != WHOLE and any(is_image_source(p) for p in inputs)
     if written == FERPLUS_CLASSES and not names and not photos:
-        console.warn(f"{model_path} predicts FER+'s 8 classes: code 0 is neutral, 1 happiness, 2 surprise, 3 sadness, "
+        console.warn(f"{model.path} predicts FER+'s 8 classes: code 0 is neutral, 1 happiness, 2 surprise, 3 sadness, "
                      "4 anger, 5 disgust, 6 fear, 7 contempt, not FER2013's (0 angry, 1 disgust, ...); "
                      "--classes fer2013 writes FER2013's codes (a Kaggle submission)")  # fmt: skip
-    detector = None
-    if photos:
-        from fercli.photos.detect import FaceDetector
-
-        detector = FaceDetector()
 
     def stream(path: str) -> Iterator[tuple[list[str], np.ndarray]]:
         if photos and is_image_source(path):
-            return _photo_faces(path, batch, skip_bad, faces, detector)
+            return _photo_faces(path, batch, skip_bad, faces, model.detector)
         # row ids restart in each CSV or data file: with several inputs, name the file
         named = len(inputs) > 1 and not is_image_source(path)
         return _faces(path, batch, skip_bad, photos, f"{path}:" if named else "")
@@ -166,8 +160,7 @@ def predict_stream(
     count = 0
     for blocks in streams:
         for prefixes, crops in blocks:
-            p = predictor.probs(crops, batch).numpy()  # [n, the checkpoint's classes]
-            p = p if fold is None else p @ fold  # [n, written classes]
+            p = model.predict(crops, classes, batch)  # [n, written classes]
             out.write(format_rows(prefixes, p, written if names else None, probs))
             out.flush()
             count += len(prefixes)

@@ -15,11 +15,11 @@ squared, then resized to 48x48 with the filter the whole-image path uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fercli.classes import IMAGE_SIZE
 from fercli.csvrows import line
@@ -63,16 +63,38 @@ def faces_in(data: bytes, where: str, mode: str, detector: FaceDetector | None) 
     """The faces of one image file's bytes, per `mode` (a detector is needed unless mode is whole)."""
     if mode == WHOLE:
         return [_whole(data, where)]
-    gray, (w, h) = decode_photo(data, where, DETECT_MAX_SIDE)
+    gray, size = decode_photo(data, where, DETECT_MAX_SIDE)
+    return faces_in_gray(gray, size, mode, detector, lambda: _whole(data, where))
+
+
+def faces_in_array(gray: np.ndarray, mode: str, detector: FaceDetector | None) -> list[PhotoFace]:
+    """The faces of an in-memory uint8 gray image [H,W], per `mode`, read as an image file of it would be."""
+
+    def whole() -> PhotoFace:
+        h, w = gray.shape
+        face = ImageOps.fit(Image.fromarray(gray), (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+        return PhotoFace(WHOLE, Box(0, 0, w, h), np.asarray(face, dtype=np.uint8))
+
+    if mode == WHOLE:
+        return [whole()]
+    h, w = gray.shape
+    return faces_in_gray(gray, (w, h), mode, detector, whole)  # the detector downscales a large one itself
+
+
+def faces_in_gray(gray: np.ndarray, size: tuple[int, int], mode: str, detector: FaceDetector | None,
+                  whole: Callable[[], PhotoFace]) -> list[PhotoFace]:  # fmt: skip
+    """`auto` or `detect` on a decoded gray image of full upright size `size` (width, height); `whole`
+    gives the image read whole, for what auto takes for a face crop."""
+    w, h = size
     if mode == "auto" and max(w, h) <= SMALL_SIDE:
-        return [_whole(data, where)]
+        return [whole()]
     assert detector is not None
     f = w / gray.shape[1]  # full-size pixels per decoded pixel (a large JPEG is decoded smaller)
     boxes = detector(gray)
     if mode == "auto" and (
         (not boxes and max(w, h) <= SQUARE * min(w, h)) or (len(boxes) == 1 and boxes[0].w * f >= FILLS * min(w, h))
     ):
-        return [_whole(data, where)]
+        return [whole()]
     full = [Box(round(b.x * f), round(b.y * f), round(b.w * f), round(b.h * f)) for b in boxes]
     return [PhotoFace(str(i), fb, cut(gray, b)) for i, (b, fb) in enumerate(zip(boxes, full))]
 

@@ -37,7 +37,7 @@ class Box:
     h: int
 
 
-def _cv2() -> Any:
+def opencv() -> Any:
     """OpenCV, with its own and FFmpeg's logging off: fercli reports a bad video in one line."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
@@ -57,7 +57,7 @@ class FaceDetector:
         self._cv2: Any = None
 
     def _load(self) -> None:
-        cv2 = _cv2()
+        cv2 = opencv()
         self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
         if self._cascade.empty():  # a wheel without its data files (OpenCV 5 dropped them)
             raise FerError(f"OpenCV {cv2.__version__} has no {CASCADE}; {INSTALL_HINT}", USAGE)
