@@ -14,6 +14,7 @@ cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
 from fercli.photos.composites import background, composite, matches  # noqa: E402
+from fercli.photos.detect import Box  # noqa: E402
 
 from conftest import NO_REAL_DATA, SHARED  # noqa: E402
 
@@ -148,11 +149,11 @@ def test_a_video_gives_a_row_per_sampled_frame_and_an_annotated_copy(fer, traine
             "--csv", tmp_path / "faces.csv")  # fmt: skip
     assert r.code == 0 and r.out == "", r.err
     lines = (tmp_path / "faces.csv").read_text().strip().splitlines()
-    assert lines[0] == "frame,time_s,face,x,y,w,h,emotion"
+    assert lines[0] == "frame,time_s,face,track,x,y,w,h,emotion"
     rows = [line.split(",") for line in lines[1:]]
-    assert [row[0] for row in rows] == ["0", "3", "6", "9"] and all(row[2] == "0" for row in rows)
+    assert [row[0] for row in rows] == ["0", "3", "6", "9"] and all(row[2] == row[3] == "0" for row in rows)
     assert [row[1] for row in rows] == ["0.000", "0.300", "0.600", "0.900"]
-    xs = [int(row[3]) for row in rows]
+    xs = [int(row[4]) for row in rows]
     assert xs == sorted(xs) and xs[-1] - xs[0] > 20  # the box follows the face
     back = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     n = 0
@@ -274,3 +275,106 @@ def test_annotate_says_which_videos_a_folder_held(fer, tiny_model, tmp_path):
     (photos / "talk.mp4").write_bytes(b"a video")
     r = fer("annotate", photos, "-o", tmp_path / "out", "-m", tiny_model)
     assert r.code == 0 and "skipped 1 video (talk.mp4): annotate each video on its own" in r.err
+
+
+# ---- detectors on real photos, rotation, tracking, choice and fallback ------------------------------------
+
+
+def test_real_photos_give_their_faces_and_photos_without_one_give_none():
+    from fercli.photos.detect import FaceDetector
+    from fercli.photos.samples import no_faces, portraits, tiled
+
+    cnn, haar = FaceDetector("centerface"), FaceDetector("haar")
+    people = portraits()  # the astronaut and Grace Hopper at least (scikit-image, matplotlib)
+    assert len(people) >= 2
+    for p in people:
+        found = cnn(p.gray)
+        assert len(found) == 1, (p.name, found)
+        h, w = p.gray.shape
+        assert 0.1 * min(h, w) < found[0].w < 0.7 * min(h, w), (p.name, found)  # a face's size, not the photo's
+        assert len(haar(p.gray)) >= 1, p.name
+    group = tiled(people, 3, 2)
+    assert len(cnn(group.gray)) == group.faces == 6
+    for p in no_faces():
+        assert cnn(p.gray) == [] and haar(p.gray) == [], p.name
+
+
+def test_a_face_turned_by_30_degrees_is_still_found():
+    from fercli.photos.detect import FaceDetector
+
+    cnn, haar = FaceDetector("centerface"), FaceDetector("haar")
+    img = Image.fromarray(skdata.astronaut()).convert("L")
+    missed_by_haar = 0
+    for angle in (-30, -20, 20, 30):
+        turned = np.asarray(img.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=128))
+        assert len(cnn(turned)) == 1, angle
+        missed_by_haar += not haar(turned)
+    assert missed_by_haar >= 2  # what the CNN is for: the cascade finds frontal, upright faces
+
+
+def test_track_ids_stay_with_their_faces_when_two_faces_cross():
+    """Two faces moving in opposite directions pass each other (one above the other): each keeps its id,
+    and ids never swap, through the tracker and through FerModel.video."""
+    import fercli
+    from fercli.photos.tracks import Tracker
+
+    a = np.asarray(Image.fromarray(skdata.astronaut()[40:200, 150:310]).convert("L").resize((120, 120)))
+    frames = []
+    for i in range(10):
+        frame = np.full((300, 480), 128, np.uint8)
+        frame[20:140, 10 + 35 * i : 130 + 35 * i] = a  # left to right, above
+        frame[160:280, 350 - 35 * i : 470 - 35 * i] = a[:, ::-1]  # right to left, below
+        frames.append(frame)
+    model = fercli.load("builtin", "cpu")
+    rows = list(model.video(frames))
+    assert all(len(r.faces) == 2 for r in rows)
+    by_track: dict[int, list[tuple[int, int]]] = {}
+    for r in rows:
+        for f in r.faces:
+            by_track.setdefault(f.track, []).append((f.box.x, f.box.y))
+    assert len(by_track) == 2
+    for path in by_track.values():
+        xs, ys = [x for x, _ in path], [y for _, y in path]
+        assert max(ys) - min(ys) < 30 and (xs == sorted(xs) or xs == sorted(xs, reverse=True))
+    t = Tracker()
+    assert t.update([]) == [] and t.update([Box(0, 0, 10, 10)]) == [0] and t.update([Box(100, 0, 10, 10)]) == [1]
+
+
+def test_smoothing_averages_a_tracks_probabilities():
+    import fercli
+
+    model = fercli.load("builtin", "cpu")
+    rgb = skdata.astronaut()
+    dim = (rgb * 0.4).astype(np.uint8)  # the same face, darker: other probabilities
+    plain = [r.faces[0].vector() for r in model.video([rgb, dim, rgb], smooth=1)]
+    smooth = [r.faces[0].vector() for r in model.video([rgb, dim, rgb], smooth=2)]
+    np.testing.assert_allclose(smooth[0], plain[0], atol=1e-6)
+    np.testing.assert_allclose(smooth[1], (plain[0] + plain[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(smooth[2], (plain[1] + plain[2]) / 2, atol=1e-6)
+
+
+def test_the_detector_is_chosen_listed_and_falls_back(fer, astronaut, monkeypatch, tmp_path):
+    import json
+
+    from fercli.photos import centerface, detect
+
+    cnn = _rows(fer("predict", "builtin", astronaut, "--detector", "centerface").out)[0]
+    haar = _rows(fer("predict", "builtin", astronaut, "--detector", "haar").out)[0]
+    auto = _rows(fer("predict", "builtin", astronaut).out)[0]
+    assert auto == cnn and cnn[2:6] != haar[2:6]
+    r = fer("predict", "builtin", astronaut, "--detector", "dlib")
+    assert r.code == 2 and "--detector must be one of auto, centerface, haar" in r.err
+    listed = json.loads(fer("models", "--detectors", "--json").out)
+    assert [d["name"] for d in listed] == ["centerface", "haar"] and listed[0]["default"] and listed[0]["available"]
+
+    def no_dnn(self, cv2):  # an OpenCV that cannot run the network
+        raise cv2.error("dnn unavailable")
+
+    monkeypatch.setattr(centerface.CenterFace, "__init__", no_dnn)
+    r = fer("predict", "builtin", astronaut)
+    assert r.code == 0 and "finding faces with the Haar cascade" in r.err and _rows(r.out)[0] == haar
+    r = fer("predict", "builtin", astronaut, "--detector", "centerface")
+    assert r.code == 2 and "cannot run CenterFace" in r.err and len(r.err.strip().splitlines()) == 1
+    monkeypatch.setattr(detect.opencv().data, "haarcascades", str(tmp_path) + "/")  # as OpenCV 5: no cascades
+    r = fer("predict", "builtin", astronaut, "--detector", "haar")
+    assert r.code == 2 and "has no haarcascade_frontalface_alt2.xml" in r.err and r.out == ""

@@ -18,14 +18,15 @@ if TYPE_CHECKING:
 
 
 def load(model: str | os.PathLike | None = "builtin", device: str = "auto", tta: bool | None = None,
-         project: str | os.PathLike = PROJECT) -> FerModel:  # fmt: skip
+         project: str | os.PathLike = PROJECT, detector: str = "auto") -> FerModel:  # fmt: skip
     """A model ready to use: `builtin` (the model the package ships), a checkpoint (.safetensors), a run
     folder (its best checkpoint), or None for the newest run's best under `project`. `device`: auto
     (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps. `tta`: average over a horizontal flip
-    (None: as the model was validated in training)."""
+    (None: as the model was validated in training). `detector`: how `faces` and `video` find faces: auto
+    (CenterFace, or the Haar cascade where OpenCV cannot run it), centerface or haar."""
     from fercli.infer.model import FerModel
 
-    return FerModel.load(model, device, tta, project)
+    return FerModel.load(model, device, tta, project, detector)
 
 
 def prepare(sources: list[str | os.PathLike] | str | os.PathLike = (), out: str | os.PathLike = "fer-data.safetensors",

@@ -13,3 +13,9 @@ ASCENT_LR = 0.1
 ASCENT_JITTER = 2
 ASCENT_TV = 0.05
 ASCENT_BLUR_EVERY = 4
+
+# fer annotate on a video, and FerModel.video: a face track's probabilities are averaged over its last N
+# searched frames. On Megamind.avi (opencv-doc; 640x480, --every 2) the label changed between a track's
+# consecutive searched frames 22.5% of the time with 1, 16.9% with 3 and 12.4% with 5: 3 takes a quarter
+# of the flicker away for a lag of about two searched frames (docs/faces.md).
+VIDEO_SMOOTH = 3

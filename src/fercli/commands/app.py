@@ -71,6 +71,11 @@ CLASSES_OPT = typer.Option(
     "(contempt into angry), for FER2013 submissions and labels.",
     autocompletion=completion(("model", "fer2013")),
 )
+DETECTOR_OPT = typer.Option(
+    "auto", "--detector", help="Face detector for photos and video: auto (centerface where OpenCV runs it, else "
+    "haar), centerface (a CNN) or haar (lighter, frontal faces). `fer models --detectors` lists them.",
+    autocompletion=completion(("auto", "centerface", "haar")),
+)  # fmt: skip
 FACES_OPT = typer.Option(
     "auto", "--faces", help="Images: auto (find faces unless the image is a face crop), detect (always find "
     "faces; needs fercli\\[faces]) or whole (the whole image is one face).",
@@ -109,12 +114,13 @@ def data_path(data: Path | None) -> str:
     return str(data)
 
 
-def loaded(model: str | Path | None, device: str, tta: bool | None = None, project: Path = Path(PROJECT)):
+def loaded(model: str | Path | None, device: str, tta: bool | None = None, project: Path = Path(PROJECT),
+           detector: str = "auto"):  # fmt: skip
     """MODEL as users type it (a checkpoint, run folder, builtin; None: the newest run's best), loaded
     once: the FerModel every command that uses a model works with."""
     from fercli.infer.model import FerModel
 
-    return FerModel.load(model, device, tta, project)
+    return FerModel.load(model, device, tta, project, detector)
 
 
 def opened_data(data: Path | None):

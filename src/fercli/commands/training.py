@@ -92,14 +92,31 @@ def train(
 def list_models(
     json_out: bool = typer.Option(False, "--json", help="JSON on stdout instead of a table."),
     width: float | None = typer.Option(None, help="Show each network at this channel multiplier."),
+    detectors: bool = typer.Option(False, "--detectors", help="List the face detectors instead (for --detector)."),
 ) -> None:
-    """List the networks with their parameter count and FLOPs for one 48x48 face."""
+    """List the networks with their parameter count and FLOPs for one 48x48 face (or the face detectors)."""
     import json
 
     from rich.table import Table
 
     from fercli.errors import USAGE, FerError
     from fercli.models import describe
+
+    if detectors:
+        from fercli.photos.detect import detector_rows
+
+        found = detector_rows()
+        if json_out:
+            console.data_out(json.dumps(found))
+            return
+        table = Table(title="face detectors (--detector; auto: the default one)")
+        for col in ("name", "default", "available", "summary"):
+            table.add_column(col)
+        for r in found:
+            ready = "yes" if r["available"] else f"no: {r['needs']}"
+            table.add_row(r["name"], "yes" if r["default"] else "", ready, r["summary"])
+        console.show(table)
+        return
 
     if width is not None and not 0 < width <= 16:
         raise FerError("--width must be in (0, 16]", USAGE)

@@ -12,6 +12,7 @@ from fercli.classes import SPLITS
 from fercli.commands.app import (
     CLASSES_OPT,
     DATA_OPT,
+    DETECTOR_OPT,
     DEVICE_OPT,
     FACES_OPT,
     FORCE_OPT,
@@ -23,7 +24,7 @@ from fercli.commands.app import (
     loaded,
     png_out,
 )
-from fercli.defaults import PREDICT_BATCH
+from fercli.defaults import PREDICT_BATCH, VIDEO_SMOOTH
 
 
 @app.command("eval")
@@ -65,13 +66,14 @@ def predict(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
     device: str = DEVICE_OPT,
     faces: str = FACES_OPT,
+    detector: str = DETECTOR_OPT,
     classes: str = CLASSES_OPT,
 ) -> None:
     """Predict emotions; CSV `id,emotion` on stdout (and nothing else there); for images, one row per face:
     `id,face,x,y,w,h,emotion`."""
     from fercli.infer.predict import predict_stream
 
-    m = loaded(model, device, tta)
+    m = loaded(model, device, tta, detector=detector)
     kw = dict(probs=probs, names=names, batch=batch, skip_bad=skip_bad, faces=faces, classes=classes)
     if out is None:
         n = predict_stream(m, inputs, sys.stdout, **kw)
@@ -95,7 +97,12 @@ def annotate(
         "predict: fer annotate MODEL INPUT...)."
     ),
     faces: str = FACES_OPT,
+    detector: str = DETECTOR_OPT,
     every: int = typer.Option(1, "--every", help="Video: search every Nth frame (boxes stay drawn until the next)."),
+    smooth: int = typer.Option(
+        VIDEO_SMOOTH, "--smooth", help="Video: average each face's probabilities over its last N searched frames "
+        "(1: off).",
+    ),  # fmt: skip
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class to the CSV."),
     names: bool = typer.Option(False, "--names", help="Class names instead of codes in the CSV."),
     tta: bool | None = TTA_OPT,
@@ -108,9 +115,9 @@ def annotate(
     from fercli.infer.annotate import model_first
 
     inputs, ref = model_first(inputs, model)
-    kw = dict(faces=faces, every=every, probs=probs, names=names, skip_bad=skip_bad)
+    kw = dict(faces=faces, every=every, smooth=smooth, probs=probs, names=names, skip_bad=skip_bad)
     if csv_out is None:
-        run_annotate(inputs, out_dir, loaded(ref, device, tta), out=sys.stdout, **kw)
+        run_annotate(inputs, out_dir, loaded(ref, device, tta, detector=detector), out=sys.stdout, **kw)
         return
     from fercli.files.atomic import atomic_path
     from fercli.files.safepaths import note_input
@@ -118,7 +125,7 @@ def annotate(
     for path in inputs:  # so that `--csv` onto any of them is refused before any work
         note_input(path)
     with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as f:
-        run_annotate(inputs, out_dir, loaded(ref, device, tta), out=f, **kw)
+        run_annotate(inputs, out_dir, loaded(ref, device, tta, detector=detector), out=f, **kw)
     console.info(f"wrote {csv_out}")
 
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fercli import console
 from fercli.console import plural
 from fercli.data.imagefaces import VIDEO_EXTENSIONS, ImageFaces, is_video
+from fercli.defaults import VIDEO_SMOOTH
 from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
 from fercli.photos.detect import Box
@@ -157,10 +158,12 @@ def _matrix(faces: list[Face], classes: tuple[str, ...]) -> np.ndarray:
     return np.stack([f.vector() for f in faces]) if faces else np.zeros((0, len(classes)), np.float32)
 
 
-def annotate_video(model: FerModel, path: str, out_dir: Path, out: _CsvOut, rows: RowWriter, every: int) -> int:
+def annotate_video(model: FerModel, path: str, out_dir: Path, out: _CsvOut, rows: RowWriter, every: int,
+                   smooth: int = VIDEO_SMOOTH) -> int:  # fmt: skip
     """An annotated copy of one video (same container, codec per VIDEO_EXTENSIONS) in out_dir, and rows
-    `frame,time_s,face,x,y,w,h,...` for every face of every `every`-th frame; boxes stay drawn until the
-    next searched frame. Ctrl-C leaves no partial file (the copy is written under a temporary name)."""
+    `frame,time_s,face,track,x,y,w,h,...` for every face of every `every`-th frame (FerModel.video_frames:
+    track ids, probabilities smoothed over `smooth` searched frames); boxes stay drawn until the next
+    searched frame. Ctrl-C leaves no partial file (the copy is written under a temporary name)."""
     from fercli.photos.detect import opencv
     from fercli.photos.video import opened_video
     from fercli.progress import StepBar
@@ -169,37 +172,38 @@ def annotate_video(model: FerModel, path: str, out_dir: Path, out: _CsvOut, rows
     with opened_video(path) as video:
         suffix = Path(path).suffix.lower()
         dest = video_dest(path, out_dir)
-        count, index, shown = 0, 0, []
+        count, frames, shown = 0, 0, []
         with atomic_path(dest, keep_suffix=True) as tmp, StepBar(video.count or 1, "frames", "frames") as bar:
             size = (video.width, video.height)
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_EXTENSIONS[suffix]), video.fps, size)
             if not writer.isOpened():
                 raise FerError(f"{dest}: OpenCV cannot write this video format")
             try:
-                for index, frame in enumerate(video.frames()):
-                    if index % every == 0:
-                        found = model.faces(frame, "detect", "bgr")
-                        shown = [(f.box, f.vector()) for f in found]
-                        lead = f"{index},{index / video.fps:.3f}"
-                        prefixes = [f"{lead},{k},{f.box.x},{f.box.y},{f.box.w},{f.box.h}" for k, f in enumerate(found)]
-                        out.write(rows(prefixes, _matrix(found, model.classes)))
-                        count += len(found)
+                for frame, found in model.video_frames(video.frames(), every, "bgr", fps=video.fps, smooth=smooth):
+                    if found is not None:
+                        shown = [(f.box, f.vector()) for f in found.faces]
+                        lead = f"{found.frame},{found.time_s:.3f}"
+                        prefixes = [f"{lead},{k},{f.track},{f.box.x},{f.box.y},{f.box.w},{f.box.h}"
+                                    for k, f in enumerate(found.faces)]  # fmt: skip
+                        out.write(rows(prefixes, _matrix(found.faces, model.classes)))
+                        count += len(found.faces)
                     if shown:
                         rgb = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                         draw_faces(rgb, shown, model.classes)
                         frame = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
                     writer.write(frame)
                     bar.advance()
+                    frames += 1
             finally:
                 writer.release()
-        frames = index + 1
         console.info(f"{path}: {plural(frames, 'frame')}, {plural(count, 'face')} in frames every {every}; "
                      f"wrote {dest}")  # fmt: skip
         return count
 
 
 def annotate(inputs: list[str], out_dir: Path, model: FerModel, *, faces: str = "auto", every: int = 1,
-             probs: bool = False, names: bool = False, skip_bad: bool = False, out: TextIO) -> int:  # fmt: skip
+             smooth: int = VIDEO_SMOOTH, probs: bool = False, names: bool = False, skip_bad: bool = False,
+             out: TextIO) -> int:  # fmt: skip
     """`fer annotate`: images (files, folders, zips) or one video, into out_dir; the CSV to `out`."""
     from fercli.csvrows import row
     from fercli.data.imagefaces import is_image_source
@@ -211,6 +215,8 @@ def annotate(inputs: list[str], out_dir: Path, model: FerModel, *, faces: str = 
     check_mode(faces)
     if every < 1:
         raise FerError("--every must be at least 1", USAGE)
+    if smooth < 1:
+        raise FerError("--smooth must be at least 1", USAGE)
     for path in inputs:
         if not os.path.exists(path):
             raise FerError(f"{path}: no such file or folder", NOT_FOUND)
@@ -229,10 +235,10 @@ def annotate(inputs: list[str], out_dir: Path, model: FerModel, *, faces: str = 
     def rows(prefixes: list[str], p: np.ndarray) -> str:
         return format_rows(prefixes, p, model.classes if names else None, probs)
 
-    lead = ["frame", "time_s", "face", "x", "y", "w", "h"] if videos else ["id", "face", "x", "y", "w", "h"]
+    lead = ["frame", "time_s", "face", "track", "x", "y", "w", "h"] if videos else ["id", "face", "x", "y", "w", "h"]
     csv_out = _CsvOut(out, row([*lead, "emotion", *probs_header(model.classes, probs)]))
     if videos:
-        n = annotate_video(model, videos[0], out_dir, csv_out, rows, every)
+        n = annotate_video(model, videos[0], out_dir, csv_out, rows, every, smooth)
     else:
         written: set[Path] = set()
         n = sum(annotate_images(model, faces, images, dests, csv_out, rows, skip_bad, written)

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from fercli.classes import IMAGE_SIZE
-from fercli.defaults import PREDICT_BATCH, PROJECT
+from fercli.defaults import PREDICT_BATCH, PROJECT, VIDEO_SMOOTH
 from fercli.errors import USAGE, FerError
 from fercli.infer.inference import normalize, predict_probs
 from fercli.photos.crops import PhotoFace
@@ -39,6 +39,7 @@ class Face:
     emotion: str  # the likeliest class
     probs: dict[str, float]  # each class's probability, in the model's class order
     crop: np.ndarray = field(repr=False)  # uint8 [48,48]: what the network saw
+    track: int | None = None  # in a video: the id this face keeps from frame to frame (photos/tracks.py)
 
     def vector(self) -> np.ndarray:
         """The probabilities as float32 [classes], in class order."""
@@ -57,16 +58,21 @@ class FrameFaces:
 class FerModel:
     """A checkpoint loaded for use: `FerModel.load("builtin")`, then `predict`, `faces`, `video`, `export`."""
 
-    def __init__(self, net: nn.Module, meta: dict[str, Any], device: torch.device, tta: bool, path: Path) -> None:
+    def __init__(self, net: nn.Module, meta: dict[str, Any], device: torch.device, tta: bool, path: Path,
+                 detector: str = "auto") -> None:  # fmt: skip
+        from fercli.photos.detect import check_detector
+
         self.net, self.meta, self.device, self.tta, self.path = net, meta, device, tta, path
+        self.detector_name = check_detector(detector)
         self._detector: Any = None
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, device: str = "auto", tta: bool | None = None,
-             project: str | os.PathLike = PROJECT) -> FerModel:  # fmt: skip
+             project: str | os.PathLike = PROJECT, detector: str = "auto") -> FerModel:  # fmt: skip
         """`model`: a checkpoint, a run folder (its best, else its last), `builtin`, or None for the newest
         run's best under `project` (files/runs.resolve_checkpoint, the one resolver of MODEL). `tta` None:
-        as the checkpoint's training validated."""
+        as the checkpoint's training validated. `detector`: the face detector of `faces` and `video`
+        (auto, centerface or haar: photos/detect.py)."""
         from fercli.files.checkpoint import load_model, model_tta
         from fercli.files.runs import resolve_checkpoint
         from fercli.hardware import pick_device
@@ -74,7 +80,7 @@ class FerModel:
         path = resolve_checkpoint(model, project)
         dev = pick_device(device, announce=False)
         net, meta = load_model(path, dev)
-        return cls(net, meta, dev, model_tta(meta, tta), Path(path))
+        return cls(net, meta, dev, model_tta(meta, tta), Path(path), detector)
 
     def __repr__(self) -> str:
         return f"FerModel({str(self.path)!r}, arch={self.arch!r}, classes={len(self.classes)}, device={self.device})"
@@ -131,11 +137,12 @@ class FerModel:
 
     @property
     def detector(self) -> Any:
-        """The face detector the CLI uses, made at first use and kept (OpenCV loads at the first photo)."""
+        """The face detector `detector_name` names, made at first use and kept (OpenCV loads at the first
+        photo that needs it)."""
         if self._detector is None:
             from fercli.photos.detect import FaceDetector
 
-            self._detector = FaceDetector()
+            self._detector = FaceDetector(self.detector_name)
         return self._detector
 
     def faces(self, image: ImageLike, faces: str = "auto", channels: str = "rgb", classes: str = "model") -> list[Face]:
@@ -158,27 +165,56 @@ class FerModel:
         return self.label(found, classes)
 
     def video(self, source: str | os.PathLike | Iterable[np.ndarray], every: int = 1, channels: str | None = None,
-              classes: str = "model", fps: float | None = None) -> Iterator[FrameFaces]:  # fmt: skip
+              classes: str = "model", fps: float | None = None,
+              smooth: int = VIDEO_SMOOTH) -> Iterator[FrameFaces]:  # fmt: skip
         """The faces of every `every`-th frame of a video file, or of frames given as arrays (`channels`
-        rgb by default for them; a file's frames are OpenCV's BGR), lazily, one FrameFaces per frame."""
-        if every < 1:
-            raise FerError("every must be at least 1", USAGE)
+        rgb by default for them; a file's frames are OpenCV's BGR), lazily, one FrameFaces per searched
+        frame. Each face carries its track id; `smooth` N averages a track's probabilities over its last N
+        searched frames (1: each frame on its own; defaults.VIDEO_SMOOTH says why 3)."""
         if isinstance(source, (str, os.PathLike)):
-            return self._video_file(os.fspath(source), every, classes)
-        return self._frames(enumerate(source), every, channels or "rgb", classes, fps)
+            return self._video_file(os.fspath(source), every, classes, smooth)
+        found = self.video_frames(source, every, channels or "rgb", classes, fps, smooth)
+        return (row for _, row in found if row is not None)
 
-    def _video_file(self, path: str, every: int, classes: str) -> Iterator[FrameFaces]:
+    def _video_file(self, path: str, every: int, classes: str, smooth: int) -> Iterator[FrameFaces]:
         from fercli.photos.video import opened_video
 
         with opened_video(path) as v:
-            yield from self._frames(enumerate(v.frames()), every, "bgr", classes, v.fps)
+            for _, row in self.video_frames(v.frames(), every, "bgr", classes, v.fps, smooth):
+                if row is not None:
+                    yield row
 
-    def _frames(self, frames: Iterable[tuple[int, np.ndarray]], every: int, channels: str, classes: str,
-                fps: float | None) -> Iterator[FrameFaces]:  # fmt: skip
-        for i, frame in frames:
-            if i % every == 0:
-                faces = self.faces(frame, "detect", channels, classes)
-                yield FrameFaces(i, i / fps if fps else None, faces)
+    def video_frames(self, frames: Iterable[np.ndarray], every: int = 1, channels: str = "bgr",
+                     classes: str = "model", fps: float | None = None,
+                     smooth: int = VIDEO_SMOOTH) -> Iterator[tuple[np.ndarray, FrameFaces | None]]:  # fmt: skip
+        """(frame, its FrameFaces, or None for a frame not searched) for every frame: what `video` and
+        `fer annotate` on a video read."""
+        from collections import deque
+        from dataclasses import replace
+
+        from fercli.photos.tracks import Tracker
+
+        if every < 1:
+            raise FerError("--every must be at least 1", USAGE)
+        if smooth < 1:
+            raise FerError("--smooth must be at least 1", USAGE)
+        tracker, history = Tracker(), {}
+        for i, frame in enumerate(frames):
+            if i % every:
+                yield frame, None
+                continue
+            faces = self.faces(frame, "detect", channels, classes)
+            ids = tracker.update([f.box for f in faces])
+            out = []
+            for f, t in zip(faces, ids):
+                seen = history.setdefault(t, deque(maxlen=smooth))
+                seen.append(f.vector())
+                p = np.mean(seen, 0)
+                names = list(f.probs)
+                out.append(replace(f, track=t, emotion=names[int(p.argmax())], probs=dict(zip(names, map(float, p)))))
+            live = {tr.id for tr in tracker.tracks}
+            history = {t: h for t, h in history.items() if t in live}
+            yield frame, FrameFaces(i, i / fps if fps else None, out)
 
     def export(self, path: str | os.PathLike, classes: str = "model") -> Path:
         """Write the model as ONNX (infer/export.py; needs the `onnx` extra); returns the path."""

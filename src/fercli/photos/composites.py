@@ -15,7 +15,7 @@ from fercli.photos.detect import Box
 @dataclass
 class Composite:
     image: np.ndarray  # uint8 [H,W] gray
-    boxes: list[Box]  # where each face was pasted (its whole crop)
+    boxes: list[Box]  # where each face was pasted (its whole crop), with the roll it was pasted at
     faces: list[int]  # which of the given faces, in the same order
 
 
@@ -27,9 +27,10 @@ def background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def composite(faces: np.ndarray, sizes: list[int], rng: np.random.Generator, shape: tuple[int, int] = (480, 640),
-              tries: int = 200) -> Composite:  # fmt: skip
+              tries: int = 200, turn: float = 0.0) -> Composite:  # fmt: skip
     """Paste faces[i] (uint8 [n,S,S]) for each size, resized with Pillow's bilinear filter, at random places
-    that do not overlap (a size that finds no place is left out)."""
+    that do not overlap (a size that finds no place is left out); with `turn`, each face rolled by +-turn
+    degrees (clockwise as seen, the sign at random; the corners keep the background)."""
     h, w = shape
     img = background(h, w, rng)
     boxes: list[Box] = []
@@ -39,11 +40,15 @@ def composite(faces: np.ndarray, sizes: list[int], rng: np.random.Generator, sha
         for _ in range(tries):
             x, y = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
             if all(x + size <= b.x or b.x + b.w <= x or y + size <= b.y or b.y + b.h <= y for b in boxes):
-                face = faces[pick[k % len(faces)]]
-                img[y : y + size, x : x + size] = np.asarray(
-                    Image.fromarray(face).resize((size, size), Image.Resampling.BILINEAR)
-                )
-                boxes.append(Box(x, y, size, size))
+                face = Image.fromarray(faces[pick[k % len(faces)]]).resize((size, size), Image.Resampling.BILINEAR)
+                roll = float(turn * rng.choice([-1, 1])) if turn else 0.0
+                if roll:  # Pillow turns counterclockwise
+                    mask = np.asarray(Image.new("L", (size, size), 255).rotate(-roll, Image.Resampling.NEAREST)) > 0
+                    turned = np.asarray(face.rotate(-roll, Image.Resampling.BILINEAR))
+                    img[y : y + size, x : x + size][mask] = turned[mask]
+                else:
+                    img[y : y + size, x : x + size] = np.asarray(face)
+                boxes.append(Box(x, y, size, size, roll))
                 used.append(int(pick[k % len(faces)]))
                 break
     return Composite(img, boxes, used)

@@ -32,6 +32,8 @@ SMALL_SIDE = 96  # pixels: FER2013's 48x48 crops and thumbnails are never search
 FILLS = 0.5  # share of the shorter side a lone face must span for the image to count as its crop
 SQUARE = 1.25  # longer over shorter side of a square-ish image (face crops are square; photos 4:3, 3:2)
 WHOLE = "whole"
+UPRIGHT = True  # turn rolled faces level first: +4.5 points on faces rolled by 30 degrees (bench/wild.py)
+MIN_ROLL = 10.0  # degrees: a smaller roll is left as it is (the estimate's median error is 7 degrees)
 
 
 @dataclass
@@ -47,16 +49,22 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def cut(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The square around `box` (in gray's pixels; edge pixels repeated past the border) as uint8 [48,48]."""
+def cut(gray: np.ndarray, box: Box, upright: bool | None = None) -> np.ndarray:
+    """The square around `box` (in gray's pixels; edge pixels repeated past the border) as uint8 [48,48];
+    `upright` (default UPRIGHT) turns a rolled face (box.angle) level first."""
     side = max(box.w, box.h)
-    x0, y0 = box.x + (box.w - side) // 2, box.y + (box.h - side) // 2
+    level = (UPRIGHT if upright is None else upright) and abs(box.angle) >= MIN_ROLL
+    grow = (side * 3) // 2 if level else side  # room for the corners the turn brings in
+    x0, y0 = box.x + (box.w - grow) // 2, box.y + (box.h - grow) // 2
     h, w = gray.shape
-    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    pad = max(0, -x0, -y0, x0 + grow - w, y0 + grow - h)
     src = np.pad(gray, pad, mode="edge") if pad else gray
-    square = src[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
-    img = Image.fromarray(np.ascontiguousarray(square)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(src[y0 + pad : y0 + pad + grow, x0 + pad : x0 + pad + grow]))
+    if level:  # Pillow turns counterclockwise: by the roll, the eye line comes level
+        img = img.rotate(box.angle, Image.Resampling.BILINEAR)
+        lo = (grow - side) // 2
+        img = img.crop((lo, lo, lo + side, lo + side))
+    return np.asarray(img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def faces_in(data: bytes, where: str, mode: str, detector: FaceDetector | None) -> list[PhotoFace]:
