@@ -137,9 +137,14 @@ def decode_face(data: bytes, where: str) -> np.ndarray:
 def decode_face_sized(data: bytes, where: str) -> tuple[np.ndarray, tuple[int, int]]:
     """decode_face, and the image's full upright size (width, height)."""
     with _opened(data, where, IMAGE_SIZE) as (img, full):
-        if img.size != (IMAGE_SIZE, IMAGE_SIZE):
-            img = ImageOps.fit(img, (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8), full
+        return fit_face(img), full
+
+
+def fit_face(img: Image.Image) -> np.ndarray:
+    """An 8-bit gray image read whole as one face: its centre square at 48x48 (bilinear), uint8 [48,48]."""
+    if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+        img = ImageOps.fit(img, (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def decode_rgb(data: bytes, where: str) -> Image.Image:

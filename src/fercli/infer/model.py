@@ -121,17 +121,16 @@ class FerModel:
         """Probabilities float32 [N, classes] for faces given as uint8 [N,48,48] (or one [48,48]), or as PIL
         images or a list of them (each read whole, as `fer predict --faces whole` reads an image file)."""
         x = face_array(faces)
-        names, fold = self.class_set(classes)
+        fold = self.class_set(classes)[1]
         p = self.probs(x, batch).numpy()
         return p if fold is None else p @ fold
 
     def label(self, found: list[PhotoFace], classes: str = "model") -> list[Face]:
         """Faces cut from an image (photos/crops.py) with the model's reading of each."""
-        names, fold = self.class_set(classes)
+        names = self.class_set(classes)[0]
         if not found:
             return []
-        p = self.probs(np.stack([f.crop for f in found])).numpy()
-        p = p if fold is None else p @ fold
+        p = self.predict(np.stack([f.crop for f in found]), classes)
         return [Face(f.face, f.box, names[int(q.argmax())], dict(zip(names, map(float, q))), f.crop)
                 for f, q in zip(found, p)]  # fmt: skip
 
@@ -172,17 +171,17 @@ class FerModel:
         frame. Each face carries its track id; `smooth` N averages a track's probabilities over its last N
         searched frames (1: each frame on its own; defaults.VIDEO_SMOOTH says why 3)."""
         if isinstance(source, (str, os.PathLike)):
-            return self._video_file(os.fspath(source), every, classes, smooth)
-        found = self.video_frames(source, every, channels or "rgb", classes, fps, smooth)
+            found = self._video_file(os.fspath(source), every, classes, smooth)
+        else:
+            found = self.video_frames(source, every, channels or "rgb", classes, fps, smooth)
         return (row for _, row in found if row is not None)
 
-    def _video_file(self, path: str, every: int, classes: str, smooth: int) -> Iterator[FrameFaces]:
+    def _video_file(self, path: str, every: int, classes: str,
+                    smooth: int) -> Iterator[tuple[np.ndarray, FrameFaces | None]]:  # fmt: skip
         from fercli.photos.video import opened_video
 
         with opened_video(path) as v:
-            for _, row in self.video_frames(v.frames(), every, "bgr", classes, v.fps, smooth):
-                if row is not None:
-                    yield row
+            yield from self.video_frames(v.frames(), every, "bgr", classes, v.fps, smooth)
 
     def video_frames(self, frames: Iterable[np.ndarray], every: int = 1, channels: str = "bgr",
                      classes: str = "model", fps: float | None = None,
@@ -247,12 +246,9 @@ def face_array(faces: Any) -> np.ndarray:
 def _one_face(face: Any) -> np.ndarray:
     """One item of a list given to predict: a PIL image read whole, or a uint8 [48,48] array."""
     if isinstance(face, Image.Image):
-        from PIL import ImageOps
+        from fercli.data.imagefaces import converted, fit_face
 
-        from fercli.data.imagefaces import converted
-
-        fitted = ImageOps.fit(converted(face, "L"), (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        return np.asarray(fitted, dtype=np.uint8)
+        return fit_face(converted(face, "L"))
     x = face_array(face)
     if len(x) != 1:
         raise FerError(f"each face of a list must be one [{IMAGE_SIZE},{IMAGE_SIZE}] face, got {len(x)}", USAGE)

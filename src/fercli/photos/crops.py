@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from fercli.classes import IMAGE_SIZE
 from fercli.csvrows import line
-from fercli.data.imagefaces import ImageEntry, ImageFaces, decode_face_sized, decode_photo
+from fercli.data.imagefaces import ImageEntry, ImageFaces, decode_face_sized, decode_photo, fit_face
 from fercli.errors import USAGE, FerError
 from fercli.photos.detect import DETECT_MAX_SIDE, Box, FaceDetector
 
@@ -80,8 +80,7 @@ def faces_in_array(gray: np.ndarray, mode: str, detector: FaceDetector | None) -
 
     def whole() -> PhotoFace:
         h, w = gray.shape
-        face = ImageOps.fit(Image.fromarray(gray), (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        return PhotoFace(WHOLE, Box(0, 0, w, h), np.asarray(face, dtype=np.uint8))
+        return PhotoFace(WHOLE, Box(0, 0, w, h), fit_face(Image.fromarray(gray)))
 
     if mode == WHOLE:
         return [whole()]
