@@ -135,29 +135,29 @@ def vgg(width: float = 1.0, convs: tuple[int, ...] = (2, 2, 2, 2), fc: int = 102
 
 
 @register("the default: vgg with 4 stages 64-128-256-512 of 2 convs each, FC 1024-1024")
-def vgg4(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
-    return vgg(width=width, num_classes=num_classes)
+def vgg4(width: float = 1.0, dropout: float = 0.5, num_classes: int = NUM_CLASSES) -> nn.Module:
+    return vgg(width=width, dropout=dropout, num_classes=num_classes)
 
 
 @register("vgg4 at a quarter of the width (16-32-64-128, FC 256): trains usefully on a laptop CPU")
-def vgg4s(width: float = 0.25, num_classes: int = NUM_CLASSES) -> nn.Module:
-    return vgg(width=width, num_classes=num_classes)
+def vgg4s(width: float = 0.25, dropout: float = 0.5, num_classes: int = NUM_CLASSES) -> nn.Module:
+    return vgg(width=width, dropout=dropout, num_classes=num_classes)
 
 
 @register("for CPUs: one conv at 48x48 (16 ch), then 2 convs per stage at 24-12-6 px (48-128-256), FC 256-256")
-def vgg4c(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
+def vgg4c(width: float = 1.0, dropout: float = 0.5, num_classes: int = NUM_CLASSES) -> nn.Module:
     # Channel counts are multiples of 16: one AVX-512 register of fp32 (vgg4 at width 0.375, 24-48-96-192,
     # trains 2.5x slower than at 0.25 on this project's CPU, not the 2.1x its FLOPs predict).
     chans = [_ch(c, width) for c in (16, 48, 128, 256)]
     features, size = vgg_features(chans, [1, 2, 2, 2], "cbr")
-    return Net(features, mlp_head(chans[-1] * size * size, [_ch(256, width)] * 2, 0.5, num_classes))
+    return Net(features, mlp_head(chans[-1] * size * size, [_ch(256, width)] * 2, dropout, num_classes))
 
 
 @register("AlexNet-style stack for 48x48: five 3x3 convs (64-128-256-256-128), three max-pools, FC 1024-1024")
-def alexnet(width: float = 1.0, num_classes: int = NUM_CLASSES) -> nn.Module:
+def alexnet(width: float = 1.0, dropout: float = 0.5, num_classes: int = NUM_CLASSES) -> nn.Module:
     chans = [_ch(c, width) for c in (64, 128, 256, 256, 128)]
     features, size = vgg_features(chans, [1] * 5, "cbr", pools=[True, True, False, False, True])
-    return Net(features, mlp_head(chans[-1] * size * size, [_ch(1024, width)] * 2, 0.5, num_classes))
+    return Net(features, mlp_head(chans[-1] * size * size, [_ch(1024, width)] * 2, dropout, num_classes))
 
 
 @register("ResNet-18 adapted to 48x48 grayscale: 3x3 stem at stride 1, no stem max-pool")

@@ -245,7 +245,8 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
 
 def _announce(s: Setup) -> None:
     r = s.recipe
-    net = r.arch if r.width is None else f"{r.arch} (width {r.width})"
+    args = ", ".join(f"{k} {v}" for k, v in r.arch_args.items())
+    net = f"{r.arch} ({args})" if args else r.arch
     length = f"{r.epochs} epochs" if not r.time else f"a {console.format_duration(r.time)} budget"
     precision = f"{precision_name(s.amp_dtype)} autocast" if s.amp_dtype is not None else "fp32"
     if s.scaler.is_enabled():
