@@ -135,15 +135,14 @@ def test_inference_is_fp32_channels_last_and_matches_a_plain_forward(trained_syn
     torch.testing.assert_close(got, want.softmax(1), rtol=0, atol=1e-5)
 
 
-
 def test_a_recipes_dropout_builds_the_network_and_its_checkpoint_records_it(synthetic_data, tmp_path):
     from fercli.files.checkpoint import read_meta
     from fercli.infer.model import FerModel
 
     heads = lambda net: [m.p for m in net.head.modules() if isinstance(m, torch.nn.Dropout)]  # noqa: E731
     assert heads(models.create("vgg4s")) == [0.5, 0.5]  # the network's own default when the recipe says none
-    ckpt = tmp_path / "p" / "train" / "exp" / "best.safetensors"
-    _run(synthetic_data, tmp_path / "p", epochs=1, dropout=0.0)
+    run_dir = _run(synthetic_data, tmp_path / "p", epochs=1, dropout=0.0)["run_dir"]
+    ckpt = f"{run_dir}/best.safetensors"
     assert read_meta(ckpt)["arch_args"] == {"width": 0.125, "dropout": 0.0}
     assert heads(FerModel.load(ckpt, "cpu").net) == [0.0, 0.0]
     with pytest.raises(FerError, match="dropout must be in"):
