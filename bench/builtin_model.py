@@ -6,10 +6,10 @@
 
 Training is bench/accuracy.py's: bench/recipes/builtin.json (the `cpu` recipe given 100 minutes, with
 the default augmentation and classifier dropout 0.2 for its longer run) on FER2013 with the FER+ crowd
-votes as probability targets (../shared's fer2013.csv.gz and fer2013new.csv; val carved from Training, the best epoch chosen
-on val), scored on PublicTest against the crowd majority. The export keeps the weights and what
-eval/predict need, adds the model card's figures, and leaves out the training faces' thumbnails (data,
-not model). The card is docs/builtin-model.md; the JSON row this prints goes there.
+votes as probability targets (../shared's fer2013.csv.gz and fer2013new.csv; val carved from Training,
+the best epoch chosen on val), scored on PublicTest against the crowd majority. The export keeps the
+weights and what eval/predict need, adds the model card's figures, and leaves out the training faces'
+thumbnails (data, not model). The card is docs/builtin-model.md; the JSON row this prints goes there.
 """
 
 from __future__ import annotations
