@@ -21,7 +21,7 @@ class Recipe:
     width: float | None = None  # channel multiplier of the network (None: the network's own default)
     dropout: float | None = None  # dropout probability of the network's classifier (None: the network's own)
     epochs: int = 110  # full passes over the train split (unless `time` is set)
-    time: float | None = None  # wall-clock budget in seconds: the step count is fixed after timing the first steps
+    time: float | None = None  # wall-clock budget in seconds: steps planned from the first steps, re-planned each epoch
     batch: int = 128  # images per optimizer step (global, summed over processes)
     optimizer: str = "sgd"  # "sgd" (Nesterov) or "adamw" or "adam"
     lr: float = 0.1  # peak learning rate
