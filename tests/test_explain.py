@@ -60,10 +60,11 @@ def test_saliency_cli_defaults_all_methods_per_class_and_npy(trained, tmp_path, 
 # gradcam 34% / 86% on 280 test faces; before gradcam moved to a 12x12 layer in its HiResCAM form it
 # scored 5% / 2% (below chance), with a third of its maps blank. On the 35 faces here gradcam pointed
 # right on 69% to 91% of them, as the fixture's training varied with the torch threads of earlier tests,
-# on an Intel Xeon; on an AMD EPYC (other oneDNN kernels, so another fixture model) 54%, in fp32 and bf16
-# alike. Its map is 12x12 upsampled, so its peak falls off the small regions more often than a 48x48
-# map's: its bound is 40%, still over three times chance and far above the broken form's 2%.
-MASS_AT_LEAST, POINTING_AT_LEAST = 0.25, {"gradcam": 0.4}
+# on an Intel Xeon; on an AMD EPYC (other oneDNN kernels, so another fixture model) 54%, with fp32 forced
+# and with the probe's pick alike. Its map is 12x12 upsampled, so its peak falls off the small regions
+# more often than a 48x48 map's: its bound is 40%, still over three times chance and far above the
+# broken form's 2%.
+MASS_AT_LEAST, POINTING_AT_LEAST, GRADCAM_POINTING_AT_LEAST = 0.25, 0.6, 0.4
 
 
 def test_every_method_finds_the_features_the_synthetic_faces_were_drawn_from(trained):
@@ -78,7 +79,7 @@ def test_every_method_finds_the_features_the_synthetic_faces_were_drawn_from(tra
     assert 0.08 < found["chance"] < 0.16 and found["faces"] == 35
     for m in METHODS:
         assert found[m]["mass"] >= max(MASS_AT_LEAST, 2 * found["chance"]), (m, found)
-        assert found[m]["pointing"] >= POINTING_AT_LEAST.get(m, 0.6), (m, found)
+        assert found[m]["pointing"] >= (GRADCAM_POINTING_AT_LEAST if m == "gradcam" else POINTING_AT_LEAST), (m, found)
     assert (np.abs(maps).reshape(35, len(METHODS), -1).max(2) > 0).all()  # no blank map
 
 
