@@ -47,6 +47,11 @@ def train(
         "(FER+ probability when the data has votes, else fer2013).",
         autocompletion=completion(LABEL_MODES),
     ),
+    teacher: list[str] | None = typer.Option(
+        None, "--teacher", help="Distil from this model (a checkpoint, run folder or builtin): its predictions on "
+        "the train faces take --distill of each target. Repeat for an ensemble."
+    ),
+    distill: float | None = typer.Option(None, help="Share of each train target the teachers give (default 0.5)."),
     device: str = typer.Option("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     project: Path = typer.Option(Path(PROJECT), help="Folder holding the runs."),
     name: str = typer.Option("exp", help="Run name; exp, exp2, ... when taken."),
@@ -76,7 +81,7 @@ def train(
     options = dict(
         arch=arch, width=width, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, labels=labels,
-        time=time_budget, augment=augment,
+        time=time_budget, augment=augment, teachers=tuple(teacher) if teacher else None, distill=distill,
     )  # fmt: skip
     r = recipe_for(recipe, options, resume)
     if arch is None and resume is None:

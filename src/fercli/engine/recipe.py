@@ -8,6 +8,7 @@ its command, in docs/recipes.md; figures from outside the project are marked the
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -43,6 +44,10 @@ class Recipe:
     # Training targets (crowd.py): fer2013 (the original labels), majority or probability (FER+ votes), or
     # auto (FER+ probability when the train split has votes, else fer2013); a run records what auto resolved to.
     labels: str = "auto"
+    # Distillation (distill.py): checkpoints, run folders or `builtin` whose averaged predictions on the train
+    # faces take `distill` of each target; paths as given (relative to where `fer train` runs).
+    teachers: tuple[str, ...] = ()
+    distill: float = 0.5  # share of each train target the teachers give (only with teachers)
 
     @property
     def augments(self) -> bool:
@@ -67,7 +72,10 @@ class Recipe:
             if f.name not in d:
                 continue
             v, default = d[f.name], f.default
-            if isinstance(default, bool):
+            if isinstance(default, tuple):  # teachers: a JSON list of strings
+                ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) and len(v) <= MAX_TEACHERS
+                v = tuple(v) if ok else v
+            elif isinstance(default, bool):
                 ok = isinstance(v, bool)
             elif isinstance(default, str):
                 ok = isinstance(v, str)
@@ -109,6 +117,7 @@ PRESETS: dict[str, Recipe] = {
 
 
 MAX_RECIPE_BYTES = 1 << 20
+MAX_TEACHERS = 16
 
 
 def recipe_file(path: str) -> Recipe:
@@ -174,6 +183,8 @@ def recipe_problem(r: Recipe) -> str | None:
         (0 < r.erase_min <= r.erase_max <= 1, "erase_min and erase_max must satisfy 0 < min <= max <= 1"),
         (0 <= r.seed < 2**63, "--seed must be in [0, 2**63)"),
         (r.labels in LABEL_MODES, f"--labels must be one of {', '.join(LABEL_MODES)}"),
+        (0 < r.distill <= 1, "--distill must be in (0, 1]"),
+        (len(r.teachers) <= MAX_TEACHERS and all(r.teachers), f"--teacher: at most {MAX_TEACHERS}, none empty"),
     ]
     return next((message for ok, message in checks if not ok), None)
 
@@ -206,6 +217,9 @@ def recipe_for(preset: str, options: dict[str, Any], resume: str | None = None) 
     if "time" in given and "epochs" in given:
         raise FerError("give --time or --epochs, not both (--time fixes the step count from the measured speed)",
                        USAGE)  # fmt: skip
+    if "teachers" in given:  # one path, or several
+        t = given["teachers"]
+        given["teachers"] = (os.fspath(t),) if isinstance(t, (str, os.PathLike)) else tuple(os.fspath(x) for x in t)
     if isinstance(given.get("time"), str):
         given["time"] = parse_duration(given["time"])
     if given.pop("augment", True) is False:

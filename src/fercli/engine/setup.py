@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from copy import deepcopy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ class Setup:
     local: int  # this rank's slice of every global batch
     steps_per_epoch: int  # the last partial batch is dropped; the next permutation covers it
     generator: torch.Generator  # on the device; reseeded per (seed, epoch, step)
+    teachers: list[dict[str, str]] = field(default_factory=list)  # distillation's teachers: path, sha256
 
     def epochs_in(self, steps: int) -> int:
         """Epochs that `steps` steps touch (the last may be partial)."""
@@ -101,7 +102,7 @@ class Setup:
             "image_size": IMAGE_SIZE, "normalize": {"mean": self.mean, "std": self.std}, "recipe": r.to_dict(),
             "data": {"path": str(self.run.data), "hash": self.data.content_hash}, "metrics": row,
             "best": {"valid_acc": st.best_acc, "epoch": st.best_epoch},
-        }  # fmt: skip
+        } | ({"teachers": self.teachers} if self.teachers else {})  # fmt: skip
 
     def save_last(self, st: TrainState, row: dict[str, Any] | None, perm: torch.Tensor | None) -> None:
         save_last(self.run_dir / "last.safetensors", st, self.meta(st, row), self.model, self.ema, self.opt,
@@ -190,6 +191,14 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
     if len(va) == 0:
         raise FerError(f"{run.data}: no {what} in the val split (prep with --val-frac > 0)")
     train_u8 = data.images[tr]  # one gather from the memory map: uint8 [N,48,48]
+    teachers: list[dict[str, str]] = []
+    if recipe.teachers:  # the teachers' predictions take `distill` of each target (distill.py)
+        from fercli.engine.distill import teacher_targets
+
+        recorded = meta.get("teachers", []) if resume is not None else None
+        mixed, teachers = teacher_targets(recipe.teachers, recipe.distill, targets, data,
+                                          device, recorded)  # fmt: skip
+        targets = replace(targets, train_y=mixed)
     if resume is not None:  # the run's own normalisation, which its checkpoints already carry
         mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
     else:
@@ -230,6 +239,7 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
         train_faces=face_thumbnails(train_u8), model=model, ema=ema, opt=opt, scaler=scaler,
         step_fn=torch.compile(ddp) if run.compile else ddp, amp_dtype=amp_dtype, batch=batch,
         local=batch // group.world, steps_per_epoch=steps_per_epoch, generator=torch.Generator(device=device),
+        teachers=teachers,
     )  # fmt: skip
     perm = None
     if resume is not None:
@@ -253,6 +263,8 @@ def _announce(s: Setup) -> None:
         precision += " with a gradient scaler"
     mode, k = s.targets.mode, len(s.targets.classes)
     aim = "" if mode == "fer2013" else f" (FER+ {mode} targets, {k} classes)"
+    if s.teachers:
+        aim += f" distilled from {len(s.teachers)} teacher{'s' * (len(s.teachers) > 1)} ({r.distill:g})"
     console.info(f"{net}, {len(s.y_train)} train / {len(s.y_val)} val faces{aim}, batch {s.batch}, {length}, "
                  f"{r.optimizer} lr {r.lr}, {precision}")  # fmt: skip
     if s.group.active:
