@@ -17,7 +17,7 @@ from fercli.data.crowd import FERPLUS_CLASSES, training_targets
 from fercli.data.leaks import face_thumbnails
 from fercli.data.prepared import PreparedData
 from fercli.engine.distill import file_sha256, teacher_targets
-from fercli.engine.recipe import NO_AUGMENT, build_recipe, recipe_file
+from fercli.engine.recipe import NO_AUGMENT, build_recipe, recipe_file, recipe_for
 from fercli.engine.train import RunSettings, train
 from fercli.errors import FerError
 from fercli.files.checkpoint import read_meta, save_checkpoint
@@ -97,3 +97,11 @@ def test_teachers_that_cannot_teach_the_run_are_refused_by_name(synthetic_data, 
     with pytest.raises(FerError, match="'teachers' has a value of the wrong type"):
         recipe_file(str(bad))
     assert not (tmp_path / "train").exists() or not any((tmp_path / "train").iterdir())
+
+
+def test_teachers_given_from_python_or_the_cli_become_a_tuple_of_paths(tmp_path):
+    assert recipe_for("cpu", {"teachers": tmp_path / "a.safetensors"}).teachers == (str(tmp_path / "a.safetensors"),)
+    assert recipe_for("cpu", {"teachers": ["a", Path("b")], "distill": 1.0}).teachers == ("a", "b")
+    assert recipe_for("cpu", {}).teachers == ()
+    with pytest.raises(FerError, match="--teacher: at most 16"):
+        recipe_for("cpu", {"teachers": ["a"] * 17})
