@@ -113,19 +113,26 @@ def fer_in_process(*args: object) -> tuple[int, str, str]:
     return code, err.getvalue(), out.getvalue()
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """An untrained vgg4s at 1/8 width (FER2013's 7 classes): the fastest checkpoint to predict with."""
+def untrained_checkpoint(path: Path, classes: tuple[str, ...] | None = None,
+                         train_faces: np.ndarray | None = None) -> Path:  # fmt: skip
+    """An untrained vgg4s at 1/8 width, of FER2013's 7 classes unless `classes` says others, holding the
+    training-face thumbnails `train_faces` if given: the fastest checkpoint to load and predict with."""
     from fercli import models
     from fercli.classes import CLASSES, IMAGE_SIZE
     from fercli.files.checkpoint import save_checkpoint
 
-    path = tmp_path_factory.mktemp("tiny") / "model.safetensors"
-    net = models.create("vgg4s", width=0.125)
-    meta = {"arch": "vgg4s", "arch_args": {"width": 0.125}, "classes": list(CLASSES), "image_size": IMAGE_SIZE,
+    classes = CLASSES if classes is None else classes
+    net = models.create("vgg4s", len(classes), width=0.125)
+    meta = {"arch": "vgg4s", "arch_args": {"width": 0.125}, "classes": list(classes), "image_size": IMAGE_SIZE,
             "normalize": {"mean": 0.5, "std": 0.25}}  # fmt: skip
-    save_checkpoint(path, net.state_dict(), meta)
+    save_checkpoint(path, net.state_dict(), meta, train_faces=train_faces)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained vgg4s at 1/8 width (FER2013's 7 classes): the fastest checkpoint to predict with."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("tiny") / "model.safetensors")
 
 
 def fer_subprocess(*args: str, input: bytes | None = None, env: dict | None = None, cwd=None):

@@ -29,7 +29,7 @@ from PIL import Image
 
 from fercli.errors import FerError
 
-from conftest import counted_case, faces, interrupted_run, pixels_text, read_all_faces
+from conftest import counted_case, faces, interrupted_run, pixels_text, read_all_faces, untrained_checkpoint
 from conftest import fer_in_process as fer
 
 settings.register_profile(
@@ -101,10 +101,8 @@ def _png(img: np.ndarray, fmt: str = "PNG") -> bytes:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> dict:
     """The good files every mutation starts from, and a small model to predict with."""
-    from fercli import models
-    from fercli.classes import CLASSES, IMAGE_SIZE
+    from fercli.classes import CLASSES
     from fercli.data.prep import prepare
-    from fercli.files.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("base")
     images, labels = faces(4)
@@ -118,10 +116,7 @@ def base(tmp_path_factory) -> dict:
     (d / "faces.csv").write_text(body)
     prepare([str(d / "faces.csv")], str(d / "prepared.safetensors"), val_frac=0)
 
-    net = models.create("vgg4s", width=0.125)
-    meta = {"arch": "vgg4s", "arch_args": {"width": 0.125}, "classes": list(CLASSES), "image_size": IMAGE_SIZE,
-            "normalize": {"mean": 0.5, "std": 0.25}}  # fmt: skip
-    save_checkpoint(d / "model.safetensors", net.state_dict(), meta)
+    untrained_checkpoint(d / "model.safetensors")
 
     # A last.safetensors with resume state: a tiny run stopped after two steps.
     prepare([], str(d / "toy.safetensors"), synthetic=140, seed=0)

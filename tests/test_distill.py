@@ -11,8 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fercli import models
-from fercli.classes import CLASSES, IMAGE_SIZE
+from fercli.classes import CLASSES
 from fercli.data.crowd import FERPLUS_CLASSES, training_targets
 from fercli.data.leaks import face_thumbnails
 from fercli.data.prepared import PreparedData
@@ -20,8 +19,10 @@ from fercli.engine.distill import file_sha256, teacher_targets
 from fercli.engine.recipe import NO_AUGMENT, build_recipe, recipe_file, recipe_for
 from fercli.engine.train import RunSettings, train
 from fercli.errors import FerError
-from fercli.files.checkpoint import read_meta, save_checkpoint
+from fercli.files.checkpoint import read_meta
 from fercli.infer.model import FerModel
+
+from conftest import untrained_checkpoint
 
 SMALL = dict(arch="vgg4s", width=0.125, epochs=2, batch=64, lr=0.05, **NO_AUGMENT)
 
@@ -33,20 +34,12 @@ def _train(data, project, name="exp", resume=None, stop_at_step=None, **recipe):
                                 stop_at_step=stop_at_step, precision="fp32"), resume=resume)  # fmt: skip
 
 
-def _untrained(path, classes, train_faces=None):
-    net = models.create("vgg4s", len(classes), width=0.125)
-    meta = {"arch": "vgg4s", "arch_args": {"width": 0.125}, "classes": list(classes), "image_size": IMAGE_SIZE,
-            "normalize": {"mean": 0.5, "std": 0.25}}  # fmt: skip
-    save_checkpoint(path, net.state_dict(), meta, train_faces=train_faces)
-    return path
-
-
 def test_the_targets_are_the_mix_of_the_labels_and_the_teachers_average(synthetic_data, tmp_path):
-    a, b = (_untrained(tmp_path / f"{n}.safetensors", CLASSES) for n in "ab")  # two inits: two teachers
+    a, b = (untrained_checkpoint(tmp_path / f"{n}.safetensors", CLASSES) for n in "ab")  # two inits: two teachers
     data = PreparedData.open(synthetic_data)
     targets = training_targets(data, "fer2013")
-    mixed, record = teacher_targets((str(a), str(b)), 0.25, targets, data, torch.device("cpu"))
     faces = data.images[targets.train]
+    mixed, record = teacher_targets((str(a), str(b)), 0.25, targets, data, faces, torch.device("cpu"))
     avg = (FerModel.load(a, "cpu").predict(faces) + FerModel.load(b, "cpu").predict(faces)) / 2
     want = 0.75 * np.eye(len(CLASSES))[targets.train_y] + 0.25 * avg
     np.testing.assert_allclose(mixed, want, atol=1e-6)
@@ -81,11 +74,11 @@ def test_a_distilled_run_records_its_teachers_and_resumes_exactly(synthetic_data
 
 def test_teachers_that_cannot_teach_the_run_are_refused_by_name(synthetic_data, tmp_path):
     data = PreparedData.open(synthetic_data)
-    ferplus = _untrained(tmp_path / "ferplus.safetensors", FERPLUS_CLASSES)
+    ferplus = untrained_checkpoint(tmp_path / "ferplus.safetensors", FERPLUS_CLASSES)
     with pytest.raises(FerError, match="ferplus.safetensors: the teacher predicts 8 classes"):
         _train(synthetic_data, tmp_path, teachers=(str(ferplus),))
     targets = training_targets(data, "fer2013")
-    leaky = _untrained(tmp_path / "leaky.safetensors", CLASSES, face_thumbnails(data.images[targets.val]))
+    leaky = untrained_checkpoint(tmp_path / "leaky.safetensors", CLASSES, face_thumbnails(data.images[targets.val]))
     with pytest.raises(FerError, match="leaky.safetensors: the teacher trained on .* val faces"):
         _train(synthetic_data, tmp_path, teachers=(str(leaky),))
     with pytest.raises(FerError, match="missing.safetensors: no such checkpoint"):

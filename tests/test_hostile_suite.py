@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import counted_case, faces, fer_in_process, pixels_text
+from conftest import counted_case, faces, fer_in_process, pixels_text, untrained_checkpoint
 
 settings.register_profile("hostile-ci", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
@@ -153,15 +153,7 @@ def _zip(path: Path, members: list[tuple[str, bytes, bool]]) -> None:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    from fercli import models
-    from fercli.classes import CLASSES, IMAGE_SIZE
-    from fercli.files.checkpoint import save_checkpoint
-
-    path = tmp_path_factory.mktemp("hostile") / "model.safetensors"
-    meta = {"arch": "vgg4s", "arch_args": {"width": 0.125}, "classes": list(CLASSES), "image_size": IMAGE_SIZE,
-            "normalize": {"mean": 0.5, "std": 0.25}}  # fmt: skip
-    save_checkpoint(path, models.create("vgg4s", width=0.125).state_dict(), meta)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("hostile") / "model.safetensors")
 
 
 COMMANDS = ["annotate", "predict", "prep"]

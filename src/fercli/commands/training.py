@@ -81,7 +81,7 @@ def train(
     options = dict(
         arch=arch, width=width, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema, tta=tta, seed=seed, labels=labels,
-        time=time_budget, augment=augment, teachers=tuple(teacher) if teacher else None, distill=distill,
+        time=time_budget, augment=augment, teachers=teacher or None, distill=distill,
     )  # fmt: skip
     r = recipe_for(recipe, options, resume)
     if arch is None and resume is None:

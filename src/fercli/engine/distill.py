@@ -35,17 +35,17 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def teacher_targets(teachers: tuple[str, ...], weight: float, targets: Targets, data: Any,
+def teacher_targets(teachers: tuple[str, ...], weight: float, targets: Targets, data: Any, faces: np.ndarray,
                     device: torch.device, recorded: Any = None,
                     ) -> tuple[np.ndarray, list[dict[str, str]]]:  # fmt: skip
-    """(float32 [N, classes] train targets, one {"path", "sha256"} per teacher). `recorded`: a resumed
-    run's teachers, which these must match file for file."""
+    """(float32 [N, classes] train targets, one {"path", "sha256"} per teacher) for the train faces
+    `faces` (uint8 [N,48,48], in `targets.train`'s order). `recorded`: a resumed run's teachers, which
+    these must match file for file."""
     from fercli.data.leaks import LEAK_REFUSE, overlap
     from fercli.files.checkpoint import train_faces
     from fercli.infer.model import FerModel
 
     k = len(targets.classes)
-    faces = data.images[targets.train]  # uint8 [N,48,48]
     probs = np.zeros((len(faces), k), dtype=np.float64)
     record = []
     for ref in teachers:
@@ -63,8 +63,7 @@ def teacher_targets(teachers: tuple[str, ...], weight: float, targets: Targets, 
                                "(distil from a teacher trained on this file's train split)", USAGE)  # fmt: skip
         record.append({"path": str(teacher.path), "sha256": file_sha256(teacher.path)})
         probs += teacher.predict(faces)
-    was = [t.get("sha256") if isinstance(t, dict) else None for t in recorded] if isinstance(recorded, list) else None
-    if recorded is not None and [t["sha256"] for t in record] != was:
+    if recorded is not None and [t["sha256"] for t in record] != _hashes(recorded):
         raise FerError(f"{record[0]['path'] if record else 'the teachers'}: the teachers changed since the run "
                        "started (their SHA-256 differ from what its checkpoint recorded)")  # fmt: skip
     probs /= len(teachers)
@@ -73,6 +72,13 @@ def teacher_targets(teachers: tuple[str, ...], weight: float, targets: Targets, 
         base = np.eye(k, dtype=np.float64)[base]
     mixed = (1 - weight) * base + weight * probs
     agree = float((probs.argmax(1) == base.argmax(1)).mean())
-    console.info(f"distilling from {len(teachers)} teacher{'s' * (len(teachers) > 1)} ({weight:g} of each target); "
+    console.info(f"distilling from {console.plural(len(teachers), 'teacher')} ({weight:g} of each target); "
                  f"they agree with {100 * agree:.1f}% of the train targets")  # fmt: skip
     return mixed.astype(np.float32), record
+
+
+def _hashes(recorded: Any) -> list[Any] | None:
+    """The SHA-256 list a checkpoint's `teachers` holds; None where it is not a list (a damaged file)."""
+    if not isinstance(recorded, list):
+        return None
+    return [t.get("sha256") if isinstance(t, dict) else None for t in recorded]

@@ -72,8 +72,8 @@ class Recipe:
             if f.name not in d:
                 continue
             v, default = d[f.name], f.default
-            if isinstance(default, tuple):  # teachers: a JSON list of strings
-                ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) and len(v) <= MAX_TEACHERS
+            if isinstance(default, tuple):  # teachers: a JSON list of strings (how many: recipe_problem)
+                ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
                 v = tuple(v) if ok else v
             elif isinstance(default, bool):
                 ok = isinstance(v, bool)
@@ -152,6 +152,9 @@ def build_recipe(preset: str, overrides: dict[str, Any]) -> Recipe:
     else:
         raise FerError(f"unknown recipe '{preset}' (choose from {', '.join(PRESETS)}, or a .json file)", USAGE)
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "teachers" in given:  # one path, or several
+        t = given["teachers"]
+        given["teachers"] = (os.fspath(t),) if isinstance(t, (str, os.PathLike)) else tuple(os.fspath(x) for x in t)
     if "epochs" in given and "time" not in given:
         given["time"] = None  # --epochs on a preset with a time budget: the epochs win
     r = replace(start, **given)
@@ -217,9 +220,6 @@ def recipe_for(preset: str, options: dict[str, Any], resume: str | None = None) 
     if "time" in given and "epochs" in given:
         raise FerError("give --time or --epochs, not both (--time fixes the step count from the measured speed)",
                        USAGE)  # fmt: skip
-    if "teachers" in given:  # one path, or several
-        t = given["teachers"]
-        given["teachers"] = (os.fspath(t),) if isinstance(t, (str, os.PathLike)) else tuple(os.fspath(x) for x in t)
     if isinstance(given.get("time"), str):
         given["time"] = parse_duration(given["time"])
     if given.pop("augment", True) is False:

@@ -196,8 +196,8 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
         from fercli.engine.distill import teacher_targets
 
         recorded = meta.get("teachers", []) if resume is not None else None
-        mixed, teachers = teacher_targets(recipe.teachers, recipe.distill, targets, data,
-                                          device, recorded)  # fmt: skip
+        mixed, teachers = teacher_targets(recipe.teachers, recipe.distill, targets, data, train_u8, device,
+                                          recorded)  # fmt: skip
         targets = replace(targets, train_y=mixed)
     if resume is not None:  # the run's own normalisation, which its checkpoints already carry
         mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
@@ -264,7 +264,7 @@ def _announce(s: Setup) -> None:
     mode, k = s.targets.mode, len(s.targets.classes)
     aim = "" if mode == "fer2013" else f" (FER+ {mode} targets, {k} classes)"
     if s.teachers:
-        aim += f" distilled from {len(s.teachers)} teacher{'s' * (len(s.teachers) > 1)} ({r.distill:g})"
+        aim += f" distilled from {console.plural(len(s.teachers), 'teacher')} ({r.distill:g})"
     console.info(f"{net}, {len(s.y_train)} train / {len(s.y_val)} val faces{aim}, batch {s.batch}, {length}, "
                  f"{r.optimizer} lr {r.lr}, {precision}")  # fmt: skip
     if s.group.active:
