@@ -10,10 +10,10 @@ Every option after the known ones goes to `fer train` unchanged. The data (defau
 fer2013.csv.gz) is prepared once with the holdout protocol (val carved from Training, PublicTest kept
 as test) and cached in .data/bench/; model selection (best epoch) sees only val, and the figure
 reported is the best checkpoint on PublicTest, evaluated as `fer eval` does (the checkpoint's own TTA
-setting). With --ferplus the FER+ votes (fer2013new.csv beside --data) are prepared with it, `fer
-train` picks its targets from them (--labels), and a FER+ model is scored as the FER+ paper reports:
-against the crowd's majority on PublicTest faces that have a clear one. Run it on a quiet machine: one
-torch job at a time.
+setting), and again as `fer eval --tta-crops` does (test_acc_crops: 10 views a face). With --ferplus
+the FER+ votes (fer2013new.csv beside --data) are prepared with it, `fer train` picks its targets from
+them (--labels), and a FER+ model is scored as the FER+ paper reports: against the crowd's majority on
+PublicTest faces that have a clear one. Run it on a quiet machine: one torch job at a time.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main() -> None:
     meta = read_meta(ckpt)
     model = FerModel.load(ckpt, "auto")
     test = evaluate(model, str(data), "test")
+    crops = evaluate(FerModel.load(ckpt, "auto", "crops"), str(data), "test")
     # PublicTest less its copies of training faces (FER2013 holds them): the same split, deduplicated.
     dedup = evaluate(model, str(prepared(sources, args.val_frac, 0, dedup=True)), "test")
     run_args = json.loads((run / "args.json").read_text())
@@ -126,6 +127,8 @@ def main() -> None:
         "test_macro_f1": round(test["macro_f1"], 4),
         "test_crowd_share": round(test["crowd"]["mean_share"], 4) if "crowd" in test else None,
         "test_tta": test["tta"],
+        "test_acc_crops": round(crops["accuracy"], 4),
+        "test_macro_f1_crops": round(crops["macro_f1"], 4),
         "test_faces_dedup": dedup["n"],
         "test_acc_dedup": round(dedup["accuracy"], 4),
         "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

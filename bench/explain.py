@@ -36,7 +36,7 @@ def main() -> None:
     for arch in a.arch:
         torch.manual_seed(0)
         net = models.create(arch).to(dev).eval()
-        model = FerModel(net, meta, dev, False, Path(arch))  # untrained weights: the timing is the same
+        model = FerModel(net, meta, dev, "none", Path(arch))  # untrained weights: the timing is the same
         times = []
         for m in METHODS:
             t0 = time.perf_counter()

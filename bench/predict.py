@@ -3,9 +3,11 @@
 Input: the 3,589-row test.csv written by ../shared/data/fer2013/to_csv.py (FER_CSV_DIR reuses one).
 The model weights are freshly initialised: throughput does not depend on what a network has learned.
 Prints images/s of predict (reading, parsing, batching, forward, writing CSV), the time to its first
-output row, images/s of the bare forward loop on already-decoded tensors, and their ratio.
+output row, images/s of the bare forward loop on already-decoded tensors, and their ratio. `--tta`
+averages each face over the views of that mode in both (flip: 2 forward passes a face, as the built-in
+model predicts by default; crops: 10, `--tta-crops`).
 
-Run: python bench/predict.py [--arch vgg5 vgg4s] [--rows N] [--device auto]
+Run: python bench/predict.py [--arch vgg5 vgg4s] [--rows N] [--tta none|flip|crops] [--device auto]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fercli.classes import CLASSES
 from fercli.data.csvfaces import read_csv
 from fercli.files.checkpoint import save_checkpoint
 from fercli.hardware import pick_device
-from fercli.infer.inference import normalize
+from fercli.infer.inference import normalize, tta_views
 from fercli.infer.model import FerModel
 from fercli.infer.predict import predict_stream
 
@@ -54,14 +56,16 @@ def make_checkpoint(arch: str, path: Path) -> None:
 
 
 @torch.no_grad()
-def bare_loop(arch: str, images: np.ndarray, batch: int, dev: torch.device) -> float:
+def bare_loop(arch: str, images: np.ndarray, batch: int, dev: torch.device, tta: str) -> float:
     torch.manual_seed(0)
     net = models.create(arch).to(dev, memory_format=torch.channels_last).eval()
     x_all = torch.from_numpy(images)
     t0 = time.perf_counter()
     for i in range(0, len(x_all), batch):
-        x = normalize(x_all[i : i + batch].to(dev), 0.5, 0.25).contiguous(memory_format=torch.channels_last)
-        net(x).float().softmax(1).cpu()  # sync, as predict's copy back
+        x = normalize(x_all[i : i + batch].to(dev), 0.5, 0.25)
+        views = tta_views(x, tta)
+        p = sum(net(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views)
+        (p / len(views)).cpu()  # sync, as predict's copy back
     return len(x_all) / (time.perf_counter() - t0)
 
 
@@ -71,6 +75,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="use only the first N rows (0 = all)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--tta", default="none", choices=["none", "flip", "crops"])
     a = ap.parse_args()
     console.reset(quiet=True)
     csv = fer2013_csvs() / "test.csv"
@@ -82,15 +87,15 @@ def main() -> None:
     images = np.concatenate([c.images for c in chunks])
     dev = pick_device(a.device, announce=False)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device {name}; {len(images)} rows of {csv.name}; batch {a.batch}; torch {torch.__version__}")
+    print(f"device {name}; {len(images)} rows of {csv.name}; batch {a.batch}; tta {a.tta}; torch {torch.__version__}")
     for arch in a.arch:
         ckpt = Path(tempfile.mkdtemp()) / f"{arch}.safetensors"
         make_checkpoint(arch, ckpt)
-        bare_loop(arch, images[: a.batch], a.batch, dev)  # warm-up
-        bare = bare_loop(arch, images, a.batch, dev)
+        bare_loop(arch, images[: a.batch], a.batch, dev, a.tta)  # warm-up
+        bare = bare_loop(arch, images, a.batch, dev, a.tta)
         t0 = time.perf_counter()
         out = FirstRowClock(t0)
-        n = predict_stream(FerModel.load(ckpt, a.device), [str(csv)], out, batch=a.batch)
+        n = predict_stream(FerModel.load(ckpt, a.device, a.tta), [str(csv)], out, batch=a.batch)
         total = time.perf_counter() - t0
         assert n == len(images) and out.getvalue().count("\n") == n + 1
         ips = n / total

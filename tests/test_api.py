@@ -17,6 +17,7 @@ import fercli
 from fercli.classes import CLASSES
 from fercli.data.crowd import FERPLUS_CLASSES
 from fercli.errors import USAGE, FerError
+from fercli.files.checkpoint import model_tta, read_meta
 
 from conftest import faces, pixels_text, write_csv
 
@@ -145,19 +146,21 @@ def test_prepare_and_train_are_the_commands_core(tmp_path):
     assert "unknown recipe option epoch" in str(e.value)
 
 
-def test_export_round_trips_through_onnxruntime(tiny_model, tmp_path, fer):
+@pytest.mark.parametrize("tta", [[], ["--tta-crops"]])
+def test_export_round_trips_through_onnxruntime(tiny_model, tmp_path, fer, tta):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     out = tmp_path / "m.onnx"
-    r = fer("export", tiny_model, "-o", out)
+    r = fer("export", tiny_model, "-o", out, *tta)
     assert r.code == 0 and r.out == "", r.err
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(props["classes"]) == list(CLASSES) and "uint8" in props["input"]
+    assert json.loads(props["tta"]) == ("crops" if tta else model_tta(read_meta(tiny_model), None))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     images, _ = faces(9)
     src = write_csv(tmp_path / "x.csv", "pixels", [pixels_text(i) for i in images])
-    want = _csv_probs(fer("predict", tiny_model, src, "--probs").out)[1]
+    want = _csv_probs(fer("predict", tiny_model, src, "--probs", *tta).out)[1]
     for lo, hi in ((0, 1), (1, 9)):  # batch sizes 1 and 8 through one graph
         got = session.run(["probs"], {"faces": images[lo:hi]})[0]
         np.testing.assert_allclose(got, want[lo:hi], atol=1e-4)

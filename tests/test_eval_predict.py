@@ -18,6 +18,7 @@ from fercli.classes import CLASSES
 from fercli.data.prepared import PreparedData
 from fercli.engine.recipe import build_recipe
 from fercli.engine.train import RunSettings, train
+from fercli.errors import FerError
 from fercli.files.checkpoint import load_model, save_checkpoint
 from fercli.infer.inference import predict_probs
 from fercli.infer.predict import predict_stream
@@ -79,6 +80,16 @@ def test_tta_averages_the_mirror(model):
     plain = predict_probs(net, x, m, s, torch.device("cpu"))
     mirror = predict_probs(net, x.flip(2), m, s, torch.device("cpu"))
     torch.testing.assert_close(predict_probs(net, x, m, s, torch.device("cpu"), tta=True), (plain + mirror) / 2)
+    # crops: the face and its mirror, each also shifted one pixel diagonally four ways, the edge repeated
+    views = []
+    for face in (x, x.flip(2)):
+        edged = torch.from_numpy(np.pad(face.numpy(), ((0, 0), (1, 1), (1, 1)), mode="edge"))
+        views += [face] + [edged[:, 1 + dy : 49 + dy, 1 + dx : 49 + dx] for dy in (-1, 1) for dx in (-1, 1)]
+    want = sum(predict_probs(net, v.contiguous(), m, s, torch.device("cpu")) for v in views) / 10
+    torch.testing.assert_close(predict_probs(net, x, m, s, torch.device("cpu"), tta="crops"), want)
+    assert not torch.allclose(want, (plain + mirror) / 2)
+    with pytest.raises(FerError, match="tta 'mirror': choose from none, flip, crops"):
+        fercli.load(model, "cpu", tta="mirror")
 
 
 def test_cli_stdout_is_only_csv_and_head_ends_cleanly(model, tmp_path):
@@ -185,8 +196,10 @@ def test_tta_default_comes_from_the_checkpoint(model, synthetic_data, fer):
 
     assert read_meta(model)["recipe"]["tta"] is True
     runs = [json.loads(fer("eval", model, "--data", synthetic_data, *flag, "--json").out) for flag in
-            ([], ["--tta"], ["--no-tta"])]  # fmt: skip
-    assert [m["tta"] for m in runs] == [True, True, False]
+            ([], ["--tta"], ["--no-tta"], ["--tta-crops"])]  # fmt: skip
+    assert [m["tta"] for m in runs] == ["flip", "flip", "none", "crops"]
+    r = fer("eval", model, "--data", synthetic_data, "--tta-crops", "--no-tta")
+    assert r.code == 2 and "--tta-crops and --no-tta" in r.err and len(r.err.strip().splitlines()) == 1
     assert runs[0]["confusion"] == runs[1]["confusion"]
     best = read_meta(model)["best"]["valid_acc"]
     val = json.loads(fer("eval", model, "--data", synthetic_data, "--json").out)

@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from fercli.infer.model import FerModel
 
 
-def load(model: str | os.PathLike | None = "builtin", device: str = "auto", tta: bool | None = None,
+def load(model: str | os.PathLike | None = "builtin", device: str = "auto", tta: bool | str | None = None,
          project: str | os.PathLike = PROJECT, detector: str = "auto") -> FerModel:  # fmt: skip
     """A model ready to use: `builtin` (the model the package ships), a checkpoint (.safetensors), a run
     folder (its best checkpoint), or None for the newest run's best under `project`. `device`: auto
-    (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps. `tta`: average over a horizontal flip
-    (None: as the model was validated in training). `detector`: how `faces` and `video` find faces: auto
+    (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps. `tta`: True (or "flip") averages over a
+    horizontal flip, "crops" over the flip and four 1-pixel shifts of each (10 views), False (or "none")
+    one view; None: as the model was validated in training. `detector`: how `faces` and `video` find faces: auto
     (CenterFace, or the Haar cascade where OpenCV cannot run it), centerface or haar."""
     from fercli.infer.model import FerModel
 

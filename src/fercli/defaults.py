@@ -6,6 +6,12 @@ from __future__ import annotations
 PROJECT = "runs"  # the folder of run folders: fer train writes there, MODEL arguments look there
 PREDICT_BATCH = 256  # faces per forward pass of fer predict
 
+# Test-time augmentation: the views of each face a prediction averages (infer/inference.tta_views). "crops"
+# adds four diagonal 1-pixel shifts of the face and of its mirror: 10 views, 5x the forward passes of
+# "flip". The built-in model on PublicTest (docs/recipes.md, "Test-time augmentation"): 87.40% none,
+# 88.18% flip, 88.87% crops.
+TTA_MODES = ("none", "flip", "crops")
+
 # fer ascent: steps; initial step size in normalised-gradient units (decays to 10%); random shift per
 # step in pixels; total-variation weight; blur every N steps (0 never).
 ASCENT_STEPS = 200

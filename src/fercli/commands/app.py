@@ -61,6 +61,10 @@ FORCE_OPT = typer.Option(False, "--force", help="Score a split even when it hold
 TTA_OPT = typer.Option(
     None, "--tta/--no-tta", help="Average over a horizontal flip (default: as the model was validated in training)."
 )
+CROPS_OPT = typer.Option(
+    False, "--tta-crops", help="Average over the face, its mirror and four 1-pixel shifts of each (10 views, "
+    "5x the forward passes of --tta)."
+)  # fmt: skip
 MODEL_OPT = typer.Option(
     None, "--model", "-m", help="Checkpoint, run folder or builtin (default: the newest run's best)."
 )
@@ -115,12 +119,16 @@ def data_path(data: Path | None) -> str:
 
 
 def loaded(model: str | Path | None, device: str, tta: bool | None = None, project: Path = Path(PROJECT),
-           detector: str = "auto"):  # fmt: skip
+           detector: str = "auto", crops: bool = False):  # fmt: skip
     """MODEL as users type it (a checkpoint, run folder, builtin; None: the newest run's best), loaded
-    once: the FerModel every command that uses a model works with."""
+    once: the FerModel every command that uses a model works with. `tta`, `crops`: --tta/--no-tta and
+    --tta-crops."""
+    from fercli.errors import USAGE, FerError
     from fercli.infer.model import FerModel
 
-    return FerModel.load(model, device, tta, project, detector)
+    if crops and tta is False:
+        raise FerError("--tta-crops and --no-tta ask for opposite things: give one of them", USAGE)
+    return FerModel.load(model, device, "crops" if crops else tta, project, detector)
 
 
 def opened_data(data: Path | None):

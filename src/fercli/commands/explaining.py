@@ -9,6 +9,7 @@ import typer
 from fercli import console, defaults
 from fercli.classes import SPLITS
 from fercli.commands.app import (
+    CROPS_OPT,
     DATA_OPT,
     DEVICE_OPT,
     MODEL_OPT,
@@ -118,6 +119,7 @@ def audit(
     top: int = typer.Option(8, help="Suspects per class."),
     out: Path = typer.Option(Path("audit.png"), "--out", "-o", help="Gallery PNG to write.", callback=png_out),
     tta: bool | None = TTA_OPT,
+    crops: bool = CROPS_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
 ) -> None:
@@ -130,7 +132,7 @@ def audit(
 
     if top < 1:
         raise FerError("--top must be at least 1", USAGE)
-    m, d = loaded(model, device, tta, project), opened_data(data)
+    m, d = loaded(model, device, tta, project, crops=crops), opened_data(data)
     classes = m.classes
     idx, rows = audit_split(m, d, split, top)
     from fercli.plots import split_source

@@ -11,6 +11,7 @@ from fercli import console
 from fercli.classes import SPLITS
 from fercli.commands.app import (
     CLASSES_OPT,
+    CROPS_OPT,
     DATA_OPT,
     DETECTOR_OPT,
     DEVICE_OPT,
@@ -35,6 +36,7 @@ def eval_cmd(
     data: Path | None = DATA_OPT,
     split: str = typer.Option("val", help="Split to evaluate: val, test or train.", autocompletion=completion(SPLITS)),
     tta: bool | None = TTA_OPT,
+    crops: bool = CROPS_OPT,
     json_out: bool = typer.Option(False, "--json", help="The metrics as one JSON object on stdout."),
     force: bool = FORCE_OPT,
     device: str = DEVICE_OPT,
@@ -46,7 +48,7 @@ def eval_cmd(
 
     from fercli.infer.evaluate import evaluate, metrics_table
 
-    m = evaluate(loaded(model, device, tta, project), data_path(data), split, force, classes)
+    m = evaluate(loaded(model, device, tta, project, crops=crops), data_path(data), split, force, classes)
     console.show(metrics_table(m))
     if json_out:
         console.data_out(json.dumps(m))
@@ -59,6 +61,7 @@ def predict(
         ..., help="CSV (any layout, or - for stdin), prepared file, image or photo, folder or zip."
     ),
     tta: bool | None = TTA_OPT,
+    crops: bool = CROPS_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
     names: bool = typer.Option(False, "--names", help="Class names instead of codes (0..6 FER2013, 0..7 FER+)."),
     batch: int = typer.Option(PREDICT_BATCH, help="Faces per forward pass."),
@@ -73,7 +76,7 @@ def predict(
     `id,face,x,y,w,h,emotion`."""
     from fercli.infer.predict import predict_stream
 
-    m = loaded(model, device, tta, detector=detector)
+    m = loaded(model, device, tta, detector=detector, crops=crops)
     kw = dict(probs=probs, names=names, batch=batch, skip_bad=skip_bad, faces=faces, classes=classes)
     if out is None:
         n = predict_stream(m, inputs, sys.stdout, **kw)
@@ -106,6 +109,7 @@ def annotate(
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class to the CSV."),
     names: bool = typer.Option(False, "--names", help="Class names instead of codes in the CSV."),
     tta: bool | None = TTA_OPT,
+    crops: bool = CROPS_OPT,
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad images instead of stopping."),
     device: str = DEVICE_OPT,
     csv_out: Path | None = typer.Option(None, "--csv", help="Write the CSV to FILE (atomically) instead of stdout."),
@@ -117,7 +121,7 @@ def annotate(
     inputs, ref = model_first(inputs, model)
     kw = dict(faces=faces, every=every, smooth=smooth, probs=probs, names=names, skip_bad=skip_bad)
     if csv_out is None:
-        run_annotate(inputs, out_dir, loaded(ref, device, tta, detector=detector), out=sys.stdout, **kw)
+        run_annotate(inputs, out_dir, loaded(ref, device, tta, detector=detector, crops=crops), out=sys.stdout, **kw)
         return
     from fercli.files.atomic import atomic_path
     from fercli.files.safepaths import note_input
@@ -125,7 +129,7 @@ def annotate(
     for path in inputs:  # so that `--csv` onto any of them is refused before any work
         note_input(path)
     with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as f:
-        run_annotate(inputs, out_dir, loaded(ref, device, tta, detector=detector), out=f, **kw)
+        run_annotate(inputs, out_dir, loaded(ref, device, tta, detector=detector, crops=crops), out=f, **kw)
     console.info(f"wrote {csv_out}")
 
 
@@ -140,6 +144,7 @@ def confmat(
     normalize: bool = typer.Option(False, "--normalize", help="Only the row-normalised matrix."),
     csv_out: bool = typer.Option(False, "--csv", help="Print the count matrix as CSV on stdout too."),
     tta: bool | None = TTA_OPT,
+    crops: bool = CROPS_OPT,
     force: bool = FORCE_OPT,
     device: str = DEVICE_OPT,
     project: Path = PROJECT_OPT,
@@ -147,7 +152,7 @@ def confmat(
     """The confusion matrix as a PNG: counts and row-normalised percentages side by side."""
     from fercli.infer.evaluate import confmat_figure, evaluate
 
-    m = evaluate(loaded(model, device, tta, project), data_path(data), split, force)
+    m = evaluate(loaded(model, device, tta, project, crops=crops), data_path(data), split, force)
     confmat_figure(m, out, normalize_only=normalize)
     if csv_out:
         from fercli.csvrows import line
@@ -166,13 +171,14 @@ def export(
     out: Path = typer.Option(Path("model.onnx"), "--out", "-o", help="ONNX file to write."),
     classes: str = CLASSES_OPT,
     tta: bool | None = TTA_OPT,
+    crops: bool = CROPS_OPT,
     project: Path = PROJECT_OPT,
 ) -> None:
     """Write the model as one ONNX file: uint8 faces [N,48,48] in, probabilities out, the normalisation
     and flip-averaging inside, class names in its metadata; checked with onnxruntime. Needs fercli[onnx]."""
     from fercli.files.safepaths import note_input
 
-    m = loaded(model, "cpu", tta, project)  # exported from the CPU: the graph does not depend on a GPU
+    m = loaded(model, "cpu", tta, project, crops=crops)  # exported from the CPU: the graph does not depend on a GPU
     note_input(m.path)
     m.export(out, classes)
     console.info(f"wrote {out}: {m.arch}, {len(m.class_set(classes)[0])} classes, input faces uint8 [N,48,48]")

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from fercli.classes import IMAGE_SIZE
-from fercli.errors import BAD_INPUT, FerError
+from fercli.defaults import TTA_MODES
+from fercli.errors import BAD_INPUT, USAGE, FerError
 from fercli.files.atomic import atomic_path
 from fercli.files.safefile import read_meta_json
 from fercli.version import __version__
@@ -105,13 +106,24 @@ def _validate_meta(path: str, meta: dict[str, Any]) -> None:
         raise FerError(f"{path}: checkpoint image size is not {IMAGE_SIZE}")
 
 
-def model_tta(meta: dict[str, Any], tta: bool | None) -> bool:
-    """The flip-averaging a command uses: as asked, else as the checkpoint's training validated (so eval,
-    predict and training's valid_acc agree), else off (checkpoints from before recipes recorded it)."""
-    if tta is not None:
+def tta_mode(tta: bool | str) -> str:
+    """A TTA setting as commands and Python give it (True: flip, False: none, or a mode's name) -> the
+    mode's name (defaults.TTA_MODES)."""
+    if isinstance(tta, bool):
+        return "flip" if tta else "none"
+    if tta in TTA_MODES:
         return tta
+    raise FerError(f"tta {tta!r}: choose from {', '.join(TTA_MODES)}, True or False", USAGE)
+
+
+def model_tta(meta: dict[str, Any], tta: bool | str | None) -> str:
+    """The test-time augmentation a command uses (infer.inference.TTA_MODES): as asked, else the flip if
+    the checkpoint's training validated with it (so eval, predict and training's valid_acc agree), else
+    none (checkpoints from before recipes recorded it)."""
+    if tta is not None:
+        return tta_mode(tta)
     recipe = meta.get("recipe")
-    return bool(recipe.get("tta", False)) if isinstance(recipe, dict) else False
+    return tta_mode(bool(recipe.get("tta", False)) if isinstance(recipe, dict) else False)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from torch import nn
 from fercli.classes import IMAGE_SIZE
 from fercli.errors import USAGE, FerError
 from fercli.files.atomic import atomic_path
+from fercli.infer.inference import tta_views
 from fercli.version import __version__
 
 OPSET = 18  # onnxruntime 1.16+ (2023), OpenVINO 2023.1+, TensorRT 10 read it
@@ -43,16 +44,15 @@ OUTPUT = "probs: float32 [N,classes], softmax probabilities in the order of `cla
 class _Graph(nn.Module):
     """uint8 faces [N,48,48] -> probabilities [N,classes]: the forward pass of FerModel.probs."""
 
-    def __init__(self, net: nn.Module, mean: float, std: float, tta: bool, fold: np.ndarray | None) -> None:
+    def __init__(self, net: nn.Module, mean: float, std: float, tta: str, fold: np.ndarray | None) -> None:
         super().__init__()
         self.net, self.mean, self.std, self.tta = net, mean, std, tta
         self.register_buffer("fold", None if fold is None else torch.from_numpy(fold))
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         x = (faces.unsqueeze(1).float() / 255.0 - self.mean) / self.std  # [N,1,48,48]
-        p = self.net(x).float().softmax(1)
-        if self.tta:
-            p = (p + self.net(x.flip(3)).float().softmax(1)) / 2
+        views = tta_views(x, self.tta)
+        p = sum(self.net(v).float().softmax(1) for v in views) / len(views)
         return p if self.fold is None else p @ self.fold
 
 

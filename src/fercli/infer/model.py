@@ -58,7 +58,7 @@ class FrameFaces:
 class FerModel:
     """A checkpoint loaded for use: `FerModel.load("builtin")`, then `predict`, `faces`, `video`, `export`."""
 
-    def __init__(self, net: nn.Module, meta: dict[str, Any], device: torch.device, tta: bool, path: Path,
+    def __init__(self, net: nn.Module, meta: dict[str, Any], device: torch.device, tta: str, path: Path,
                  detector: str = "auto") -> None:  # fmt: skip
         from fercli.photos.detect import check_detector
 
@@ -67,11 +67,12 @@ class FerModel:
         self._detector: Any = None
 
     @classmethod
-    def load(cls, model: str | os.PathLike | None = None, device: str = "auto", tta: bool | None = None,
+    def load(cls, model: str | os.PathLike | None = None, device: str = "auto", tta: bool | str | None = None,
              project: str | os.PathLike = PROJECT, detector: str = "auto") -> FerModel:  # fmt: skip
         """`model`: a checkpoint, a run folder (its best, else its last), `builtin`, or None for the newest
-        run's best under `project` (files/runs.resolve_checkpoint, the one resolver of MODEL). `tta` None:
-        as the checkpoint's training validated. `detector`: the face detector of `faces` and `video`
+        run's best under `project` (files/runs.resolve_checkpoint, the one resolver of MODEL). `tta`: True
+        or "flip", False or "none", "crops" (defaults.TTA_MODES); None: as the checkpoint's training
+        validated. `detector`: the face detector of `faces` and `video`
         (auto, centerface or haar: photos/detect.py)."""
         from fercli.files.checkpoint import load_model, model_tta
         from fercli.files.runs import resolve_checkpoint
@@ -106,8 +107,8 @@ class FerModel:
 
     def probs(self, faces: np.ndarray | torch.Tensor, batch: int = PREDICT_BATCH,
               on_batch: Callable[[int], None] | None = None) -> torch.Tensor:  # fmt: skip
-        """Class probabilities float32 [N,classes] on the CPU for uint8 faces [N,48,48] (flip-averaged per
-        `tta`): the one forward pass every command's predictions come from."""
+        """Class probabilities float32 [N,classes] on the CPU for uint8 faces [N,48,48] (averaged over the
+        views of `tta`): the one forward pass every command's predictions come from."""
         return predict_probs(self.net, faces, *self.mean_std, self.device, batch, self.tta, on_batch)
 
     def class_set(self, classes: str = "model") -> tuple[tuple[str, ...], np.ndarray | None]:
