@@ -3,7 +3,9 @@
 Input: the 3,589-row test.csv written by ../shared/data/fer2013/to_csv.py (FER_CSV_DIR reuses one).
 The model weights are freshly initialised: throughput does not depend on what a network has learned.
 Prints images/s of predict (reading, parsing, batching, forward, writing CSV), the time to its first
-output row, images/s of the bare forward loop on already-decoded tensors, and their ratio. `--tta`
+output row, images/s of the bare forward loop on already-decoded tensors, and their ratio. The bare
+loop runs twice: forwarding as predict does (on a CPU, CPU_FORWARD faces a pass), and each whole batch
+in one pass, the baseline that CPU_FORWARD is measured against (ratio "chunked"). `--tta`
 averages each face over the views of that mode in both (flip: 2 forward passes a face, as the built-in
 model predicts by default; crops: 10, `--tta-crops`).
 
@@ -24,9 +26,10 @@ import torch
 from fercli import console, models
 from fercli.classes import CLASSES
 from fercli.data.csvfaces import read_csv
+from fercli.defaults import CPU_FORWARD
 from fercli.files.checkpoint import save_checkpoint
 from fercli.hardware import pick_device
-from fercli.infer.inference import normalize, tta_views
+from fercli.infer.inference import normalize, view_mean_probs
 from fercli.infer.model import FerModel
 from fercli.infer.predict import predict_stream
 
@@ -56,16 +59,15 @@ def make_checkpoint(arch: str, path: Path) -> None:
 
 
 @torch.no_grad()
-def bare_loop(arch: str, images: np.ndarray, batch: int, dev: torch.device, tta: str) -> float:
+def bare_loop(arch: str, images: np.ndarray, batch: int, dev: torch.device, tta: str, step: int) -> float:
+    """images/s of normalise + views + forward + copy back, `step` faces a forward pass."""
     torch.manual_seed(0)
     net = models.create(arch).to(dev, memory_format=torch.channels_last).eval()
     x_all = torch.from_numpy(images)
     t0 = time.perf_counter()
     for i in range(0, len(x_all), batch):
         x = normalize(x_all[i : i + batch].to(dev), 0.5, 0.25)
-        views = tta_views(x, tta)
-        p = sum(net(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views)
-        (p / len(views)).cpu()  # sync, as predict's copy back
+        torch.cat([view_mean_probs(net, x[j : j + step], tta) for j in range(0, len(x), step)]).cpu()  # sync
     return len(x_all) / (time.perf_counter() - t0)
 
 
@@ -91,8 +93,10 @@ def main() -> None:
     for arch in a.arch:
         ckpt = Path(tempfile.mkdtemp()) / f"{arch}.safetensors"
         make_checkpoint(arch, ckpt)
-        bare_loop(arch, images[: a.batch], a.batch, dev, a.tta)  # warm-up
-        bare = bare_loop(arch, images, a.batch, dev, a.tta)
+        step = CPU_FORWARD if dev.type == "cpu" else a.batch  # as predict_probs forwards
+        bare_loop(arch, images[: a.batch], a.batch, dev, a.tta, step)  # warm-up
+        whole = bare_loop(arch, images, a.batch, dev, a.tta, a.batch)
+        bare = bare_loop(arch, images, a.batch, dev, a.tta, step)
         t0 = time.perf_counter()
         out = FirstRowClock(t0)
         n = predict_stream(FerModel.load(ckpt, a.device, a.tta), [str(csv)], out, batch=a.batch)
@@ -100,7 +104,8 @@ def main() -> None:
         assert n == len(images) and out.getvalue().count("\n") == n + 1
         ips = n / total
         print(f"{arch:8s} predict {ips:9,.0f} img/s  first row after {out.first:.3f} s  "
-              f"bare forward {bare:9,.0f} img/s  ratio {ips / bare:.2f}")  # fmt: skip
+              f"bare forward {bare:9,.0f} img/s  ratio {ips / bare:.2f}  "
+              f"one pass a batch {whole:9,.0f} img/s  chunked {bare / whole:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from PIL import Image
 import fercli
 from fercli.classes import CLASSES
 from fercli.data.prepared import PreparedData
+from fercli.defaults import CPU_FORWARD
 from fercli.engine.recipe import build_recipe
 from fercli.engine.train import RunSettings, train
 from fercli.errors import FerError
@@ -90,6 +91,22 @@ def test_tta_averages_the_mirror(model):
     assert not torch.allclose(want, (plain + mirror) / 2)
     with pytest.raises(FerError, match="tta 'mirror': choose from none, flip, crops"):
         fercli.load(model, "cpu", tta="mirror")
+
+
+def test_cpu_forwards_in_cache_sized_passes_with_the_same_probabilities(model):
+    net, meta = load_model(model)
+    m, s = meta["normalize"]["mean"], meta["normalize"]["std"]
+    x = torch.from_numpy(faces(CPU_FORWARD * 2 + 7)[0])
+    passes = []
+    hook = net.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
+    got = predict_probs(net, x, m, s, torch.device("cpu"), batch=512, tta="flip")
+    hook.remove()
+    # a 512-face batch forwarded CPU_FORWARD faces at a time, each chunk then its mirror, the rest last
+    assert passes == [CPU_FORWARD] * 2 + [CPU_FORWARD] * 2 + [7] * 2
+    one_face_a_pass = torch.cat([predict_probs(net, x[k : k + 1], m, s, torch.device("cpu"), tta="flip")
+                                 for k in range(len(x))])  # fmt: skip
+    torch.testing.assert_close(got, one_face_a_pass, rtol=1e-4, atol=1e-5)
+    assert got.shape == (len(x), len(meta["classes"]))
 
 
 def test_cli_stdout_is_only_csv_and_head_ends_cleanly(model, tmp_path):

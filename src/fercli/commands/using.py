@@ -25,7 +25,7 @@ from fercli.commands.app import (
     loaded,
     png_out,
 )
-from fercli.defaults import PREDICT_BATCH, VIDEO_SMOOTH
+from fercli.defaults import CPU_FORWARD, PREDICT_BATCH, VIDEO_SMOOTH
 
 
 @app.command("eval")
@@ -64,7 +64,7 @@ def predict(
     crops: bool = CROPS_OPT,
     probs: bool = typer.Option(False, "--probs", help="Add one probability column per class."),
     names: bool = typer.Option(False, "--names", help="Class names instead of codes (0..6 FER2013, 0..7 FER+)."),
-    batch: int = typer.Option(PREDICT_BATCH, help="Faces per forward pass."),
+    batch: int = typer.Option(PREDICT_BATCH, help=f"Faces a batch (a CPU forwards {CPU_FORWARD} a pass)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE (atomically) instead of stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and images instead of stopping."),
     device: str = DEVICE_OPT,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fercli.defaults import CPU_FORWARD
 from fercli.files.checkpoint import tta_mode
 from fercli.hardware import fp32_inference
 
@@ -41,20 +42,26 @@ def predict_probs(
     """Class probabilities [N,classes] (float32, on the CPU) for uint8 faces [N,48,48], averaged over the
     views of `tta` (tta_views; True or "flip": the face and its mirror). fp32 without TF32 on every device
     (hardware.fp32_inference: predictions must not depend on the GPU, nor on training having run in this
-    process), inputs in channels_last like the models load_model gives. One CPU-GPU sync per batch (the copy back)."""
+    process), inputs in channels_last like the models load_model gives. On a CPU each batch is forwarded
+    CPU_FORWARD faces at a time. One CPU-GPU sync per batch (the copy back)."""
     model.eval()
     mode, out = tta_mode(tta), []
+    step = CPU_FORWARD if torch.device(device).type == "cpu" else batch
     with fp32_inference():
         for i in range(0, len(images), batch):
             # np.array copies a memory-mapped slice into writable memory, as torch expects
             xb = images[i : i + batch] if torch.is_tensor(images) else torch.from_numpy(np.array(images[i : i + batch]))
             x = normalize(xb.to(device, non_blocking=True), mean, std)
-            views = tta_views(x, mode)
-            p = sum(model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views)
-            out.append((p / len(views)).cpu())
+            out.append(torch.cat([view_mean_probs(model, x[j : j + step], mode) for j in range(0, len(x), step)]).cpu())
             if on_batch is not None:
                 on_batch(len(xb))
     return torch.cat(out) if out else torch.zeros(0, model_classes(model))
+
+
+def view_mean_probs(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Normalised faces [B,1,H,W] -> softmax [B,classes] averaged over the views of `mode` (tta_views)."""
+    views = tta_views(x, mode)
+    return sum(model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views) / len(views)
 
 
 def model_classes(model: nn.Module) -> int:
