@@ -7,8 +7,10 @@ CPU's fp32 peak.
 Each setting is a fresh child process (forward, backward and SGD step on random faces, channels_last,
 after 3 warm-up steps; the precisions are fp32 and, where the CPU has native bf16, bf16 autocast).
 A training step costs about 3x the forward FLOPs (models.count_flops: forward and two backward passes).
-The peak is cores x GHz x 64 fp32 FLOP per cycle (two AVX-512 FMA units x 16 lanes x 2), an assumption
-printed with the figures: a CPU with one FMA unit per core peaks at half of it.
+The peak is cores x GHz x 2 FMA units x fp32 lanes x 2 FLOP per cycle, an assumption printed with the
+figures: 16 lanes with AVX-512 (64 FLOP a cycle), 8 with AVX2 only (32); a CPU with one FMA unit per core
+peaks at half of it. The GHz is the model name's "@ X GHz", else the kernel's "cpu MHz" (a virtual
+machine's nominal clock, not its boost), else --ghz.
 """
 
 from __future__ import annotations
@@ -81,13 +83,28 @@ print(json.dumps(rows))
 """
 
 
-def cpu_peak() -> tuple[str, float, int]:
+def cpu_peak(ghz_given: float | None) -> tuple[str, float, str, int, int]:
+    """CPU name, GHz and where it came from, usable cores, fp32 lanes of its widest FMA vectors."""
     from fercli.engine.threads import usable_cpus
     from fercli.hardware import cpu_name
 
     name = cpu_name()
-    ghz = re.search(r"@\s*([\d.]+)\s*GHz", name)
-    return name, float(ghz.group(1)) if ghz else float("nan"), usable_cpus()
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        info = ""
+    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    named, mhz = re.search(r"@\s*([\d.]+)\s*GHz", name), re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
+    if ghz_given:
+        ghz, source = ghz_given, "--ghz"
+    elif named:
+        ghz, source = float(named.group(1)), "the model name"
+    elif mhz:
+        ghz, source = round(float(mhz.group(1)) / 1000, 2), "the kernel's cpu MHz"
+    else:
+        ghz, source = float("nan"), "unknown: give --ghz"
+    return name, ghz, source, usable_cpus(), lanes
 
 
 def main() -> None:
@@ -98,6 +115,7 @@ def main() -> None:
     ap.add_argument("--nchw", action="store_true", help="the default memory layout instead of channels_last")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (inductor on the CPU)")
     ap.add_argument("--units", metavar="NET", help="time each Conv-BN-ReLU unit of NET alone instead")
+    ap.add_argument("--ghz", type=float, help="the clock the peak assumes, where the CPU's name gives none")
     a = ap.parse_args()
     if a.units:
         out = subprocess.run([sys.executable, "-c", UNITS, a.units, str(a.batch), str(a.steps)],
@@ -112,10 +130,11 @@ def main() -> None:
     layout = "contiguous" if a.nchw else "channels_last"
     from fercli.engine.device import _bf16_native
 
-    name, ghz, cores = cpu_peak()
-    peak = cores * ghz * 64
+    name, ghz, source, cores, lanes = cpu_peak(a.ghz)
+    peak = cores * ghz * 2 * lanes * 2
     precisions = ["fp32"] + (["bf16"] if _bf16_native() else [])
-    print(f"{name}; {cores} cores at {ghz} GHz: fp32 peak {peak:.0f} GFLOP/s (2 FMA units x 16 lanes x 2 assumed)")
+    print(f"{name}; {cores} cores at {ghz} GHz ({source}): fp32 peak {peak:.0f} GFLOP/s "
+          f"(2 FMA units x {lanes} lanes x 2 assumed)")
     rows = []
     for net in a.nets:
         for p in precisions:
@@ -128,7 +147,8 @@ def main() -> None:
                          "gflop_per_s": gflops, "of_peak": gflops / peak})
             print(f"{net:8s} {p:5s} {r['images_per_s']:8.0f} images/s  {r['gflop_per_image']:.3f} GFLOP per image "
                   f"(training)  {gflops:6.0f} GFLOP/s  {100 * gflops / peak:5.1f}% of the fp32 peak")  # fmt: skip
-    print(json.dumps({"cpu": name, "cores": cores, "ghz": ghz, "peak_gflop_per_s": peak, "rows": rows}))
+    print(json.dumps({"cpu": name, "cores": cores, "ghz": ghz, "ghz_from": source, "fp32_lanes": lanes,
+                      "peak_gflop_per_s": peak, "rows": rows}))  # fmt: skip
 
 
 if __name__ == "__main__":
