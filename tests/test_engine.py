@@ -422,3 +422,30 @@ def test_a_run_much_faster_than_its_cached_probe_drops_it(monkeypatch, tmp_path)
     assert _probe(monkeypatch, [])[1]  # (answered from the cache: no timing asked for)
     device.check_probe("probe-test", 64, 900.0)  # the probe ran on a busy machine
     assert _probe(monkeypatch, [0.10, 0.05, 0.10, 0.05])[0] == torch.bfloat16  # probed again
+
+
+def test_batchnorm_biases_move_bn_bias_lr_times_as_far_and_resume_exactly(synthetic_data, tmp_path):
+    """One training step from the recipe's initial weights: with bn_bias_lr 64 each BatchNorm bias moves
+    64 times as far as with 1, every other parameter and statistic exactly as far; a run stopped there
+    and resumed ends with the weights of a run never stopped."""
+    recipe = dict(arch="vgg4s", width=0.125, epochs=1, batch=32, lr=0.01)
+    torch.manual_seed(0)  # how set-up builds the network
+    start = models.create("vgg4s", 7, width=0.125).state_dict()
+    bn_biases = {n for n in start if n.endswith(".bias") and n[: -len("bias")] + "running_mean" in start}
+    moved = {}
+    for k in (1.0, 64.0):
+        run = interrupted_run(synthetic_data, tmp_path / str(k), stop_at_step=1, bn_bias_lr=k, **recipe)
+        w = load_file(run / "last.safetensors")
+        moved[k] = {n: w[n] - v for n, v in start.items() if v.is_floating_point()}
+    assert bn_biases and all(moved[1.0][n].abs().max() > 0 for n in bn_biases)
+    for n, d in moved[1.0].items():
+        torch.testing.assert_close(moved[64.0][n], d * 64 if n in bn_biases else d, rtol=1e-4, atol=1e-7)
+    resumed = _run(synthetic_data, tmp_path / "64.0", resume=str(tmp_path / "64.0" / "train" / "exp"),
+                   bn_bias_lr=64.0, **recipe)  # fmt: skip
+    full = _run(synthetic_data, tmp_path / "full", bn_bias_lr=64.0, **{**recipe, **NO_AUGMENT})
+    for a, b in zip(full["history"], resumed["history"], strict=True):
+        assert (a["valid_acc"], a["valid_loss"], a["train_acc"]) == (b["valid_acc"], b["valid_loss"], b["train_acc"])
+    w_full, w_res = (load_file(tmp_path / d / "train" / "exp" / "last.safetensors") for d in ("full", "64.0"))
+    assert all(torch.equal(w_full[n], w_res[n]) for n in start)
+    with pytest.raises(FerError, match=r"bn_bias_lr must be in \(0, 1000\]"):
+        build_recipe("cpu", {"bn_bias_lr": 0.0})

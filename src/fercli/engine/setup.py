@@ -119,16 +119,29 @@ class Setup:
 
 def make_optimizer(model: nn.Module, r: Recipe, device: torch.device | None = None) -> torch.optim.Optimizer:
     """Weight decay on conv and linear weights only, never on BatchNorm parameters or biases; the fused
-    implementation where the device policy takes it (one kernel per step, not one per tensor)."""
+    implementation where the device policy takes it (one kernel per step, not one per tensor). With
+    `bn_bias_lr` the BatchNorm biases form a third group (lr_scales; a recipe without it keeps the two
+    groups its checkpoints' optimizer state holds)."""
     decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    bn_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and
+                 m.bias is not None} if r.bn_bias_lr != 1 else set()  # fmt: skip
+    no_decay = [p for p in model.parameters() if p.ndim <= 1 and id(p) not in bn_biases]
     groups = [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if bn_biases:
+        biases = [p for p in model.parameters() if id(p) in bn_biases]
+        groups.append({"params": biases, "weight_decay": 0.0})
     impl = {"fused": True} if device is not None and fused_optimizers(device) else {}
     if r.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=True, **impl)
     if r.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=r.lr, betas=(r.momentum, 0.999), **impl)
     return torch.optim.Adam(groups, lr=r.lr, **impl)
+
+
+def lr_scales(r: Recipe) -> tuple[float, ...]:
+    """What the schedule's rate is multiplied by in each of make_optimizer's groups: taken from the recipe,
+    not from the optimizer state a resumed checkpoint brings."""
+    return (1.0, 1.0) if r.bn_bias_lr == 1 else (1.0, 1.0, r.bn_bias_lr)
 
 
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:

@@ -33,7 +33,7 @@ from fercli.engine.augment import augment
 from fercli.engine.budget import Budget
 from fercli.engine.device import check_probe
 from fercli.engine.recipe import Recipe, lr_at
-from fercli.engine.setup import RunSettings, Setup, probe_key, set_up
+from fercli.engine.setup import RunSettings, Setup, lr_scales, probe_key, set_up
 from fercli.engine.state import TrainState
 from fercli.errors import INTERRUPTED, FerError, Stopped
 from fercli.files.atomic import atomic_path
@@ -155,8 +155,8 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         x = x.contiguous(memory_format=torch.channels_last)
         # Until a --time run's step count is fixed, its steps run at the schedule's starting rate.
         lr = lr_at(r, st.global_step, st.total_steps or UNPLANNED_STEPS)
-        for param_group in s.opt.param_groups:
-            param_group["lr"] = lr
+        for param_group, scale in zip(s.opt.param_groups, lr_scales(r), strict=True):
+            param_group["lr"] = lr * scale
         # fp32 enters no autocast at all: torch before 2.5 refuses even a disabled one on MPS
         amp = torch.autocast(s.device.type, dtype=s.amp_dtype) if s.amp_dtype is not None else nullcontext()
         with amp:
