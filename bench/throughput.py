@@ -86,16 +86,16 @@ print(json.dumps(rows))
 def cpu_peak(ghz_given: float | None) -> tuple[str, float, str, int, int]:
     """CPU name, GHz and where it came from, usable cores, fp32 lanes of its widest FMA vectors."""
     from fercli.engine.threads import usable_cpus
-    from fercli.hardware import cpu_name
+    from fercli.hardware import cpu_name, cpuinfo
 
-    name = cpu_name()
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        info = ""
-    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
+    name, flags = cpu_name(), (cpuinfo() or ("", frozenset()))[1]
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    named, mhz = re.search(r"@\s*([\d.]+)\s*GHz", name), re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
+    try:
+        with open("/proc/cpuinfo") as f:  # the clock, which hardware.cpuinfo does not read
+            mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", f.read(), re.M)
+    except OSError:
+        mhz = None
+    named = re.search(r"@\s*([\d.]+)\s*GHz", name)
     if ghz_given:
         ghz, source = ghz_given, "--ghz"
     elif named:

@@ -52,16 +52,20 @@ def predict_probs(
             # np.array copies a memory-mapped slice into writable memory, as torch expects
             xb = images[i : i + batch] if torch.is_tensor(images) else torch.from_numpy(np.array(images[i : i + batch]))
             x = normalize(xb.to(device, non_blocking=True), mean, std)
-            out.append(torch.cat([view_mean_probs(model, x[j : j + step], mode) for j in range(0, len(x), step)]).cpu())
+            out.append(view_mean_probs(model, x, mode, step).cpu())
             if on_batch is not None:
                 on_batch(len(xb))
     return torch.cat(out) if out else torch.zeros(0, model_classes(model))
 
 
-def view_mean_probs(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Normalised faces [B,1,H,W] -> softmax [B,classes] averaged over the views of `mode` (tta_views)."""
-    views = tta_views(x, mode)
-    return sum(model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views) / len(views)
+def view_mean_probs(model: nn.Module, x: torch.Tensor, mode: str, step: int) -> torch.Tensor:
+    """Normalised faces [B,1,H,W] -> softmax [B,classes] averaged over the views of `mode` (tta_views),
+    forwarded `step` faces a pass."""
+    parts = []
+    for j in range(0, len(x), step):
+        views = tta_views(x[j : j + step], mode)
+        parts.append(sum(model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views))
+    return torch.cat(parts) / len(views)
 
 
 def model_classes(model: nn.Module) -> int:
