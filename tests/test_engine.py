@@ -254,6 +254,38 @@ def test_augmentation_really_transforms():
     assert ((erased == 0).flatten(1).sum(1) > 0).all()  # every face lost a rectangle
 
 
+def test_alternate_flip_shows_each_face_both_ways_every_two_epochs(synthetic_data, tmp_path):
+    from fercli.engine.augment import alternating, augment
+    from fercli.engine.setup import first_flips
+
+    r = build_recipe("default", dict(rotate=0.0, scale=0.0, translate=0.0, erase=0.0, alternate_flip=True))
+    first = first_flips(r, 1000, torch.device("cpu"))
+    assert 400 < int(first.sum()) < 600 and torch.equal(first, first_flips(r, 1000, torch.device("cpu")))
+    assert not torch.equal(first, first_flips(build_recipe("default", dict(alternate_flip=True, seed=1)), 1000,
+                                              torch.device("cpu")))  # fmt: skip
+    assert torch.equal(alternating(first, 1), first) and torch.equal(alternating(first, 3), first)
+    assert torch.equal(alternating(first, 2), ~first)
+    x, mask = torch.randn(8, 1, 48, 48), first[:8]
+    g, g_chance = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    out = augment(x, r, g, flips=mask)
+    torch.testing.assert_close(out, torch.where(mask.view(8, 1, 1, 1), x.flip(3), x))
+    augment(x, r, g_chance)
+    assert torch.equal(g.get_state(), g_chance.get_state())  # the other draws are those of a run without it
+    with pytest.raises(FerError, match="alternate_flip needs flip above 0"):
+        build_recipe("default", dict(flip=0.0, alternate_flip=True))
+    # a run stopped mid-epoch 2 and resumed ends where one never stopped does
+    recipe = dict(alternate_flip=True, rotate=0.0, scale=0.0, erase=0.0)
+    full = _run(synthetic_data, tmp_path, name="full", **recipe)
+    with pytest.raises(FerError):
+        r = build_recipe("default", dict(arch="vgg4s", width=0.125, epochs=2, batch=64, lr=0.05, **recipe))
+        train(r, RunSettings(data=str(synthetic_data), device="cpu", project=str(tmp_path), name="cut",
+                             progress=False, stop_at_step=full["steps_per_epoch"] + 3))  # fmt: skip
+    resumed = _run(synthetic_data, tmp_path, resume=str(tmp_path / "train" / "cut"), **recipe)
+    assert [h["train_acc"] for h in full["history"]] == [h["train_acc"] for h in resumed["history"]]
+    w_full, w_res = (load_file(tmp_path / "train" / d / "last.safetensors") for d in ("full", "cut"))
+    assert torch.equal(w_full["head.1.weight"], w_res["head.1.weight"])
+
+
 def test_last_and_curves_are_written_on_a_cadence_and_at_the_end(synthetic_data, tmp_path, monkeypatch):
     """With a save as costly as the whole run (patched ratio), `last` is written after the first epoch and
     at the end only; so is curves.png. The run still resumes from what was saved."""

@@ -15,8 +15,17 @@ import torch.nn.functional as F
 from fercli.engine.recipe import Recipe
 
 
-def augment(x: torch.Tensor, r: Recipe, g: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
+def alternating(first: torch.Tensor, epoch: int) -> torch.Tensor:
+    """`alternate_flip`: the faces flipped in epoch 1 (bool [N]) are flipped in every odd epoch, the
+    others in every even one, so each face is seen both ways in every two epochs."""
+    return first if epoch % 2 else ~first
+
+
+def augment(x: torch.Tensor, r: Recipe, g: torch.Generator, rank: int = 0, world: int = 1,
+            flips: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """x: normalised faces [B,1,H,W] float -> augmented copy, same shape. Padding is 0 (the mean).
+    `flips` (bool [B]) decides the horizontal flips instead of chance (`alternate_flip`); the random
+    numbers drawn stay the same either way.
 
     Under torchrun, x is this rank's slice of a global batch of B*world: every rank draws the random
     numbers of the whole global batch (a few per face) and keeps its own slice, so the generator stays
@@ -36,7 +45,8 @@ def augment(x: torch.Tensor, r: Recipe, g: torch.Generator, rank: int = 0, world
         zoom = uniform(b, 1 - r.scale, 1 + r.scale)
         pairs = torch.rand(b * world, 2, generator=g, device=dev)[keep]
         shift = (pairs * (2 * r.translate) - r.translate) * 2  # [b,2]; grid units span 2
-        flip = torch.where(rand(b) < r.flip, -1.0, 1.0)
+        drawn = rand(b) < r.flip
+        flip = torch.where(drawn if flips is None else flips, -1.0, 1.0)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # theta maps output coordinates to input coordinates: [B,2,3]
         theta = torch.stack(

@@ -22,7 +22,7 @@ from fercli.data.crowd import Targets, training_targets
 from fercli.data.leaks import face_thumbnails
 from fercli.data.prepared import PreparedData
 from fercli.defaults import PROJECT
-from fercli.engine import distributed
+from fercli.engine import distributed, weight_init
 from fercli.engine.device import (
     needs_scaler,
     precision_name,
@@ -89,6 +89,9 @@ class Setup:
     steps_per_epoch: int  # the last partial batch is dropped; the next permutation covers it
     generator: torch.Generator  # on the device; reseeded per (seed, epoch, step)
     teachers: list[dict[str, str]] = field(default_factory=list)  # distillation's teachers: path, sha256
+    # alternate_flip: bool [N] on the device, whether each train face is flipped in odd epochs (even: not);
+    # drawn from the seed alone, so a resumed run draws it again. None: flips are left to chance.
+    flip_first: torch.Tensor | None = None
 
     def epochs_in(self, steps: int) -> int:
         """Epochs that `steps` steps touch (the last may be partial)."""
@@ -122,13 +125,14 @@ def make_optimizer(model: nn.Module, r: Recipe, device: torch.device | None = No
     implementation where the device policy takes it (one kernel per step, not one per tensor). With
     `bn_bias_lr` the BatchNorm biases form a third group (lr_scales; a recipe without it keeps the two
     groups its checkpoints' optimizer state holds)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
+    params = [p for p in model.parameters() if p.requires_grad]  # not `whiten`'s fixed filters
+    decay = [p for p in params if p.ndim > 1]
     bn_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and
                  m.bias is not None} if r.bn_bias_lr != 1 else set()  # fmt: skip
-    no_decay = [p for p in model.parameters() if p.ndim <= 1 and id(p) not in bn_biases]
+    no_decay = [p for p in params if p.ndim <= 1 and id(p) not in bn_biases]
     groups = [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if bn_biases:
-        biases = [p for p in model.parameters() if id(p) in bn_biases]
+        biases = [p for p in params if id(p) in bn_biases]
         groups.append({"params": biases, "weight_decay": 0.0})
     impl = {"fused": True} if device is not None and fused_optimizers(device) else {}
     if r.optimizer == "sgd":
@@ -142,6 +146,14 @@ def lr_scales(r: Recipe) -> tuple[float, ...]:
     """What the schedule's rate is multiplied by in each of make_optimizer's groups: taken from the recipe,
     not from the optimizer state a resumed checkpoint brings."""
     return (1.0, 1.0) if r.bn_bias_lr == 1 else (1.0, 1.0, r.bn_bias_lr)
+
+
+def first_flips(r: Recipe, n: int, device: torch.device) -> torch.Tensor | None:
+    """alternate_flip's flips of the first epoch: each of the n train faces with chance 1/2 (the seed's
+    own stream, apart from every other)."""
+    if not (r.alternate_flip and r.augments):
+        return None
+    return (torch.rand(n, generator=torch.Generator().manual_seed(r.seed)) < 0.5).to(device)
 
 
 def pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
@@ -231,6 +243,13 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
     # channels_last on every device: 1.46x on this project's CPU (vgg4s: 815 vs 559 images/s), and what
     # cuDNN's tensor-core kernels want.
     model = build().to(device, memory_format=torch.channels_last)
+    if resume is None:  # a resumed run's checkpoint brings its weights
+        if recipe.dirac:
+            weight_init.dirac(model)
+        if recipe.whiten:
+            weight_init.whiten(model, train_u8, mean, std)
+    if recipe.whiten:
+        weight_init.freeze_whitening(model)
     amp_dtype = training_dtype(device, run.precision, build, probe_key(recipe), batch // group.world)
     torch.manual_seed(recipe.seed)  # the precision probe may have drawn from the global generator
     tune_for_training(device)
@@ -252,7 +271,7 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
         train_faces=face_thumbnails(train_u8), model=model, ema=ema, opt=opt, scaler=scaler,
         step_fn=torch.compile(ddp) if run.compile else ddp, amp_dtype=amp_dtype, batch=batch,
         local=batch // group.world, steps_per_epoch=steps_per_epoch, generator=torch.Generator(device=device),
-        teachers=teachers,
+        teachers=teachers, flip_first=first_flips(recipe, n, device),
     )  # fmt: skip
     perm = None
     if resume is not None:

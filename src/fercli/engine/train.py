@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from fercli import console
 from fercli.engine import distributed
-from fercli.engine.augment import augment
+from fercli.engine.augment import alternating, augment
 from fercli.engine.budget import Budget
 from fercli.engine.device import check_probe
 from fercli.engine.recipe import Recipe, lr_at
@@ -151,7 +151,8 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
         torch.manual_seed(dropout_seed(step_seed, group.rank))
         if r.augments:
             g.manual_seed(step_seed)
-            x = augment(x, r, g, group.rank, group.world)
+            flips = None if s.flip_first is None else alternating(s.flip_first[idx], st.epoch)
+            x = augment(x, r, g, group.rank, group.world, flips)
         x = x.contiguous(memory_format=torch.channels_last)
         # Until a --time run's step count is fixed, its steps run at the schedule's starting rate.
         lr = lr_at(r, st.global_step, st.total_steps or UNPLANNED_STEPS)
