@@ -151,7 +151,7 @@ def lr_scales(r: Recipe) -> tuple[float, ...]:
 def first_flips(r: Recipe, n: int, device: torch.device) -> torch.Tensor | None:
     """alternate_flip's flips of the first epoch: each of the n train faces with chance 1/2 (the seed's
     own stream, apart from every other)."""
-    if not (r.alternate_flip and r.augments):
+    if not r.alternate_flip:  # (which recipe_problem allows only with flip > 0, so with augmentation)
         return None
     return (torch.rand(n, generator=torch.Generator().manual_seed(r.seed)) < 0.5).to(device)
 

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fercli.errors import USAGE, FerError
+from fercli.infer.inference import normalize
 
 WHITEN_FACES = 4096  # faces whose patches estimate the 9x9 covariance (every 3x3 patch of each: ~8.7 M)
 WHITEN_EPS = 5e-4  # added to each eigenvalue before 1/sqrt: keeps the flattest directions from blowing up
@@ -58,7 +59,7 @@ def whiten(model: nn.Module, train_u8: np.ndarray, mean: float, std: float) -> N
     WHITEN_FACES, evenly spaced over the split)."""
     conv = first_conv(model)
     pick = np.linspace(0, len(train_u8) - 1, min(WHITEN_FACES, len(train_u8))).astype(np.int64)
-    faces = (torch.from_numpy(train_u8[pick]).float()[:, None] / 255.0 - mean) / std
+    faces = normalize(torch.from_numpy(train_u8[pick]), mean, std)
     conv.weight.copy_(patch_whitening(faces, conv.out_channels).to(conv.weight))
 
 
