@@ -35,6 +35,8 @@ class Recipe:
     warmup: float = 0.15  # fraction of all steps spent warming up
     label_smoothing: float = 0.1  # probability mass spread over the other classes
     ema: float = 0.0  # weight EMA decay per step (0 = off; 0.999 is typical)
+    lookahead: bool = False  # pull the weights back to a slow copy every 5 steps (lookahead.py); not with ema
+    bn_momentum: float = 0.1  # the newest batch's weight in BatchNorm's running statistics (PyTorch's default)
     rotate: float = 15.0  # augmentation: rotation, +- degrees
     scale: float = 0.15  # augmentation: zoom, +- fraction
     translate: float = 0.10  # augmentation: shift, +- fraction of the image side
@@ -185,6 +187,8 @@ def recipe_problem(r: Recipe) -> str | None:
         (r.schedule in ("onecycle", "cosine", "constant"), "--schedule must be onecycle, cosine or constant"),
         (0 <= r.warmup < 1, "--warmup must be in [0, 1)"),
         (0 <= r.ema < 1, "--ema must be in [0, 1)"),
+        (not (r.lookahead and r.ema), "lookahead and --ema both average the weights: choose one"),
+        (0 < r.bn_momentum <= 1, "bn_momentum must be in (0, 1]"),
         (0 <= r.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (0 <= r.weight_decay < 1, "--weight-decay must be in [0, 1)"),
         (0 < r.bn_bias_lr <= 1000, "bn_bias_lr must be in (0, 1000]"),

@@ -28,6 +28,7 @@ from fercli.engine.device import (
     precision_name,
     training_dtype,
 )
+from fercli.engine.lookahead import Lookahead, set_bn_momentum
 from fercli.engine.recipe import Recipe
 from fercli.engine.state import TrainState, open_resume, restore, save_last
 from fercli.errors import USAGE, FerError
@@ -92,6 +93,7 @@ class Setup:
     # alternate_flip: bool [N] on the device, whether each train face is flipped in odd epochs (even: not);
     # drawn from the seed alone, so a resumed run draws it again. None: flips are left to chance.
     flip_first: torch.Tensor | None = None
+    lookahead: Lookahead | None = None  # the slow copy of the weights, when the recipe asks for it
 
     def epochs_in(self, steps: int) -> int:
         """Epochs that `steps` steps touch (the last may be partial)."""
@@ -109,7 +111,7 @@ class Setup:
 
     def save_last(self, st: TrainState, row: dict[str, Any] | None, perm: torch.Tensor | None) -> None:
         save_last(self.run_dir / "last.safetensors", st, self.meta(st, row), self.model, self.ema, self.opt,
-                  self.scaler, perm, self.train_faces)  # fmt: skip
+                  self.scaler, perm, self.train_faces, self.lookahead)  # fmt: skip
 
     def write_args(self, total_steps: int | None) -> None:
         """args.json: how the run was asked for, and (once fixed) its step count."""
@@ -250,12 +252,14 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
             weight_init.whiten(model, train_u8, mean, std)
     if recipe.whiten:
         weight_init.freeze_whitening(model)
+    set_bn_momentum(model, recipe.bn_momentum)
     amp_dtype = training_dtype(device, run.precision, build, probe_key(recipe), batch // group.world)
     torch.manual_seed(recipe.seed)  # the precision probe may have drawn from the global generator
     tune_for_training(device)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler(amp_dtype))
     opt = make_optimizer(model, recipe, device)
     ema = deepcopy(model).eval() if recipe.ema else None
+    lookahead = Lookahead(model) if recipe.lookahead else None  # a resumed run's is restored below
     ddp = distributed.wrap(model, group)  # averages gradients across ranks in backward
 
     # ---- 4. the run folder: the resumed one, or a new one rank 0 makes and names to the others ---------
@@ -271,11 +275,11 @@ def set_up(recipe: Recipe, run: RunSettings, resume: str | None,
         train_faces=face_thumbnails(train_u8), model=model, ema=ema, opt=opt, scaler=scaler,
         step_fn=torch.compile(ddp) if run.compile else ddp, amp_dtype=amp_dtype, batch=batch,
         local=batch // group.world, steps_per_epoch=steps_per_epoch, generator=torch.Generator(device=device),
-        teachers=teachers, flip_first=first_flips(recipe, n, device),
+        teachers=teachers, flip_first=first_flips(recipe, n, device), lookahead=lookahead,
     )  # fmt: skip
     perm = None
     if resume is not None:
-        perm = restore(ckpt, meta["resume"], model, ema, opt, scaler, device, n)
+        perm = restore(ckpt, meta["resume"], model, ema, opt, scaler, device, n, lookahead)
     else:
         if group.main:
             s.write_args(st.total_steps)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fercli.engine.lookahead import Lookahead
 from fercli.engine.recipe import Recipe
 from fercli.errors import USAGE, FerError
 from fercli.files.checkpoint import (
@@ -106,14 +107,18 @@ def save_last(
     scaler: torch.amp.GradScaler,
     perm: torch.Tensor | None,
     train_faces: np.ndarray,
+    lookahead: Lookahead | None = None,
 ) -> None:
     """last.safetensors: the weights a user would take (EMA's when on), plus the resume state: the raw
-    weights under EMA, optimizer tensors and (mid-epoch) the permutation under "resume.", the rest as JSON."""
+    weights under EMA, lookahead's slow copy, optimizer tensors and (mid-epoch) the permutation under
+    "resume.", the rest as JSON."""
     doc, extra = st.to_json(opt, scaler)
     if perm is not None:
         extra["perm"] = perm
     if ema is not None:
         extra.update({f"raw.{k}": v for k, v in model.state_dict().items()})
+    if lookahead is not None:
+        extra.update(lookahead.tensors())
     save_checkpoint(path, (ema or model).state_dict(), meta | {"resume": doc}, extra, train_faces)
 
 
@@ -155,6 +160,7 @@ def restore(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     n: int,
+    lookahead: Lookahead | None = None,
 ) -> torch.Tensor | None:
     """Weights, optimizer (its buffers laid out like their parameters), the fp16 loss scale and the epoch's
     permutation from a last.safetensors whose resume metadata `doc` from_json has checked; anything that
@@ -166,6 +172,8 @@ def restore(
         model.load_state_dict(weights if ema is None else {k[4:]: v for k, v in extra.items() if k.startswith("raw.")})
         if ema is not None:
             ema.load_state_dict(weights)
+        if lookahead is not None:
+            lookahead.load(extra)
         optimizer_from_flat(opt, extra, doc["optimizer"])
         like_parameters(opt)
         if scaler.is_enabled() and isinstance(doc.get("scaler"), dict):

@@ -173,6 +173,8 @@ def train_epoch(s: Setup, st: TrainState, perm: torch.Tensor, meter: _Meter, sto
                 torch._foreach_lerp_(ema_params[0], model_params[0], 1 - r.ema)
                 torch._foreach_copy_(ema_params[1], model_params[1])
         st.global_step += 1
+        if s.lookahead is not None:
+            s.lookahead.after_step(st.global_step, st.total_steps or UNPLANNED_STEPS)
         st.step = step + 1
         meter.add(loss, logits, y)
         budget.after_step()
