@@ -27,8 +27,8 @@ class Lookahead:
 
     def __init__(self, model: nn.Module) -> None:
         # state_dict's tensors share the model's storage: copying into them moves the model.
-        self._names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
-        self._fast = [v for v in model.state_dict().values() if v.is_floating_point()]
+        state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        self._names, self._fast = list(state), list(state.values())
         self._slow = [v.clone() for v in self._fast]
 
     @torch.no_grad()
