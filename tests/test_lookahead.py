@@ -93,3 +93,12 @@ def test_recipes_that_cannot_run_are_refused(fields, message):
     with pytest.raises(FerError, match=message) as e:
         build_recipe("cpu", fields)
     assert e.value.code == USAGE
+
+
+def test_a_slow_copy_of_another_shape_is_refused_not_broadcast():
+    look = Lookahead(_net())
+    extra = {k: v.clone() for k, v in look.tensors().items()}
+    extra[lookahead.PREFIX + "0.weight"] = torch.zeros(1)  # copy_ would broadcast it over [3, 4]
+    with pytest.raises(RuntimeError, match=r"0\.weight has shape \(1,\), not \(3, 4\)"):
+        look.load(extra)
+    look.load({k: v.clone() for k, v in look.tensors().items()})  # the right shapes load

@@ -48,7 +48,10 @@ class Lookahead:
     def load(self, extra: dict[str, torch.Tensor]) -> None:
         """The slow copy from a checkpoint's resume state; KeyError or RuntimeError when it does not fit."""
         for name, slow in zip(self._names, self._slow, strict=True):
-            slow.copy_(extra[PREFIX + name])
+            saved = extra[PREFIX + name]
+            if saved.shape != slow.shape:  # copy_ would broadcast it; load_state_dict refuses, and so do we
+                raise RuntimeError(f"{PREFIX}{name} has shape {tuple(saved.shape)}, not {tuple(slow.shape)}")
+            slow.copy_(saved)
 
 
 def set_bn_momentum(model: nn.Module, momentum: float) -> None:
